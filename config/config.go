@@ -1,0 +1,557 @@
+// Package config loads and validates fabricd's TOML configuration.
+//
+// Loading happens in two steps, as in corerad: the file is decoded into raw
+// structures whose leaves are untyped, then every leaf is validated into the
+// typed Config. Every problem is reported as "PATH:LINE: key: what is wrong",
+// and all problems are reported at once so an operator can fix a file in one
+// pass. Nothing outside this package acts on a config that failed to load.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where fabricd looks for its configuration.
+const DefaultPath = "/etc/fabricd/fabricd.toml"
+
+// DefaultSocket is the API socket's path when [api] socket is not set.
+const DefaultSocket = "/run/fabricd/fabricd.sock"
+
+// Config is a validated fabricd configuration.
+type Config struct {
+	// Path is the file the configuration was read from.
+	Path string
+
+	ASN      uint32
+	RouterID netip.Addr
+
+	BGP       BGP
+	Neighbors []Neighbor
+	Announce  []Announce
+	API       API
+	Log       Log
+	Metrics   Metrics
+	FIB       FIB
+}
+
+// BGP holds session timers shared by all neighbors.
+type BGP struct {
+	// ListenPort is the TCP port GoBGP accepts sessions on.
+	ListenPort int
+	HoldTime   time.Duration
+	Keepalive  time.Duration
+	// ConnectRetry is how often an idle session retries its TCP connection.
+	ConnectRetry time.Duration
+}
+
+// RemoteASKind says how a neighbor's AS number is checked.
+type RemoteASKind int
+
+const (
+	// RemoteExternal accepts any AS but our own (FRR's "remote-as external").
+	RemoteExternal RemoteASKind = iota + 1
+	// RemoteInternal accepts only our own AS.
+	RemoteInternal
+	// RemoteNumber accepts exactly RemoteAS.ASN.
+	RemoteNumber
+)
+
+// RemoteAS is a neighbor's "remote-as" setting.
+type RemoteAS struct {
+	Kind RemoteASKind
+	ASN  uint32 // only for RemoteNumber
+}
+
+func (r RemoteAS) String() string {
+	switch r.Kind {
+	case RemoteExternal:
+		return "external"
+	case RemoteInternal:
+		return "internal"
+	default:
+		return fmt.Sprint(r.ASN)
+	}
+}
+
+// Neighbor is an unnumbered BGP neighbor: whatever router advertises itself
+// on Interface.
+type Neighbor struct {
+	Interface string
+	RemoteAS  RemoteAS
+}
+
+// Announce is a prefix fabricd originates.
+type Announce struct {
+	Prefix netip.Prefix
+	// Blackhole also installs "blackhole PREFIX" in the kernel, so traffic for
+	// addresses of the block that no pod holds is dropped here instead of
+	// bouncing back to the ToR.
+	Blackhole bool
+}
+
+// API configures the gRPC socket.
+type API struct {
+	Socket string
+	// Group, when set, makes the socket 0660 and owned by this group;
+	// otherwise it is 0600 (owner only).
+	Group string
+}
+
+// Log configures logging.
+type Log struct {
+	Level slog.Level
+}
+
+// Metrics configures the optional Prometheus endpoint.
+type Metrics struct {
+	// Listen is a host:port; empty disables the endpoint.
+	Listen string
+}
+
+// FIB configures how routes are written to the kernel.
+type FIB struct {
+	// Metric is the kernel route priority of installed routes.
+	Metric uint32
+}
+
+// Load reads and validates the configuration at path.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, src)
+}
+
+// Parse validates src as if it had been read from path.
+func Parse(path string, src []byte) (*Config, error) {
+	var raw rawConfig
+	md, err := toml.Decode(string(src), &raw)
+	if err != nil {
+		return nil, decodeError(path, err)
+	}
+	v := &validator{path: path, loc: newLocator(src)}
+	for _, k := range md.Undecoded() {
+		v.errorf(keyPath(k), "unknown key")
+	}
+	cfg := v.config(&raw)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+// Error is one located configuration problem.
+type Error struct {
+	Path string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s:%d: %s: %s", e.Path, e.Line, e.Key, e.Msg)
+}
+
+// decodeError turns a TOML syntax error into the located form.
+func decodeError(path string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		key := pe.LastKey
+		if key == "" {
+			key = "(syntax)"
+		}
+		return &Error{Path: path, Line: pe.Position.Line, Key: key, Msg: pe.Message}
+	}
+	// Structural mismatches (e.g. "neighbor = 1" where a table array is
+	// expected) come back as plain errors that already name line and key.
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+// keyPath renders a toml.Key as located by locator, e.g. "neighbor.interface".
+func keyPath(k toml.Key) string { return strings.Join(k, ".") }
+
+// The raw structures mirror the file. Leaves are untyped so that the
+// validator, not the decoder, phrases every complaint about a value.
+type rawConfig struct {
+	ASN      any           `toml:"asn"`
+	RouterID any           `toml:"router-id"`
+	BGP      rawBGP        `toml:"bgp"`
+	Neighbor []rawNeighbor `toml:"neighbor"`
+	Announce []rawAnnounce `toml:"announce"`
+	API      rawAPI        `toml:"api"`
+	Log      rawLog        `toml:"log"`
+	Metrics  rawMetrics    `toml:"metrics"`
+	FIB      rawFIB        `toml:"fib"`
+}
+
+type rawBGP struct {
+	ListenPort   any `toml:"listen-port"`
+	HoldTime     any `toml:"hold-time"`
+	Keepalive    any `toml:"keepalive"`
+	ConnectRetry any `toml:"connect-retry"`
+}
+
+type rawNeighbor struct {
+	Interface any `toml:"interface"`
+	RemoteAS  any `toml:"remote-as"`
+}
+
+type rawAnnounce struct {
+	Prefix    any `toml:"prefix"`
+	Blackhole any `toml:"blackhole"`
+}
+
+type rawAPI struct {
+	Socket any `toml:"socket"`
+	Group  any `toml:"group"`
+}
+
+type rawLog struct {
+	Level any `toml:"level"`
+}
+
+type rawMetrics struct {
+	Listen any `toml:"listen"`
+}
+
+type rawFIB struct {
+	Metric any `toml:"metric"`
+}
+
+type validator struct {
+	path string
+	loc  *locator
+	errs []error
+}
+
+func (v *validator) errorf(key string, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Path: v.path, Line: v.loc.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) config(raw *rawConfig) *Config {
+	cfg := &Config{}
+
+	if raw.ASN == nil {
+		v.errorf("asn", "required, e.g. asn = 65001")
+	} else if asn, ok := v.asn("asn", raw.ASN); ok {
+		cfg.ASN = asn
+	}
+
+	if raw.RouterID == nil {
+		v.errorf("router-id", `required, e.g. router-id = "1.1.1.1"`)
+	} else if s, ok := v.str("router-id", raw.RouterID); ok {
+		addr, err := netip.ParseAddr(s)
+		switch {
+		case err != nil || !addr.Is4():
+			v.errorf("router-id", "%q is not an IPv4 address", s)
+		case addr.IsUnspecified():
+			v.errorf("router-id", "0.0.0.0 is not a valid router ID")
+		default:
+			cfg.RouterID = addr
+		}
+	}
+
+	cfg.BGP = v.bgp(&raw.BGP)
+
+	seen := map[string]int{}
+	for i, rn := range raw.Neighbor {
+		n := v.neighbor(i, &rn)
+		if n.Interface != "" {
+			if first, dup := seen[n.Interface]; dup {
+				v.errorf(indexed("neighbor", i, "interface"), "interface %q is already a neighbor (neighbor #%d)", n.Interface, first+1)
+				continue
+			}
+			seen[n.Interface] = i
+		}
+		cfg.Neighbors = append(cfg.Neighbors, n)
+	}
+
+	prefixes := map[netip.Prefix]int{}
+	for i, ra := range raw.Announce {
+		a, ok := v.announce(i, &ra)
+		if !ok {
+			continue
+		}
+		if first, dup := prefixes[a.Prefix]; dup {
+			v.errorf(indexed("announce", i, "prefix"), "%s is already announced (announce #%d)", a.Prefix, first+1)
+			continue
+		}
+		prefixes[a.Prefix] = i
+		cfg.Announce = append(cfg.Announce, a)
+	}
+
+	cfg.API = API{Socket: DefaultSocket}
+	if s, ok := v.optStr("api.socket", raw.API.Socket); ok {
+		if !strings.HasPrefix(s, "/") {
+			v.errorf("api.socket", "%q must be an absolute path", s)
+		} else {
+			cfg.API.Socket = s
+		}
+	}
+	if s, ok := v.optStr("api.group", raw.API.Group); ok {
+		cfg.API.Group = s
+	}
+
+	cfg.Log.Level = slog.LevelInfo
+	if s, ok := v.optStr("log.level", raw.Log.Level); ok {
+		if err := cfg.Log.Level.UnmarshalText([]byte(s)); err != nil {
+			v.errorf("log.level", "%q is not one of debug, info, warn, error", s)
+		}
+	}
+
+	if s, ok := v.optStr("metrics.listen", raw.Metrics.Listen); ok {
+		if _, err := netip.ParseAddrPort(s); err != nil {
+			v.errorf("metrics.listen", "%q is not an IP:port, e.g. \"127.0.0.1:9179\"", s)
+		} else {
+			cfg.Metrics.Listen = s
+		}
+	}
+
+	cfg.FIB.Metric = 20
+	if raw.FIB.Metric != nil {
+		if n, ok := v.integer("fib.metric", raw.FIB.Metric, 0, 1<<32-1); ok {
+			cfg.FIB.Metric = uint32(n)
+		}
+	}
+	return cfg
+}
+
+func (v *validator) bgp(raw *rawBGP) BGP {
+	b := BGP{ListenPort: 179, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, ConnectRetry: 10 * time.Second}
+	if raw.ListenPort != nil {
+		if n, ok := v.integer("bgp.listen-port", raw.ListenPort, 1, 65535); ok {
+			b.ListenPort = int(n)
+		}
+	}
+	seconds := func(key string, val any, min int64, dst *time.Duration) {
+		if val == nil {
+			return
+		}
+		if n, ok := v.integer(key, val, min, 65535); ok {
+			*dst = time.Duration(n) * time.Second
+		}
+	}
+	// Timers are whole seconds as in BGP itself and in FRR's "timers bgp".
+	seconds("bgp.hold-time", raw.HoldTime, 3, &b.HoldTime)
+	seconds("bgp.keepalive", raw.Keepalive, 1, &b.Keepalive)
+	seconds("bgp.connect-retry", raw.ConnectRetry, 1, &b.ConnectRetry)
+	if b.Keepalive >= b.HoldTime {
+		v.errorf("bgp.keepalive", "keepalive (%s) must be shorter than hold-time (%s)", b.Keepalive, b.HoldTime)
+	}
+	return b
+}
+
+func (v *validator) neighbor(i int, raw *rawNeighbor) Neighbor {
+	var n Neighbor
+	key := indexed("neighbor", i, "interface")
+	if raw.Interface == nil {
+		v.errorf(key, `required, e.g. interface = "ens3"`)
+	} else if s, ok := v.str(key, raw.Interface); ok {
+		if err := validInterfaceName(s); err != nil {
+			v.errorf(key, "%v", err)
+		} else {
+			n.Interface = s
+		}
+	}
+
+	key = indexed("neighbor", i, "remote-as")
+	n.RemoteAS = RemoteAS{Kind: RemoteExternal}
+	switch val := raw.RemoteAS.(type) {
+	case nil:
+		// FRR's data-centre idiom: any external AS.
+	case string:
+		switch val {
+		case "external":
+		case "internal":
+			n.RemoteAS = RemoteAS{Kind: RemoteInternal}
+		default:
+			v.errorf(key, `%q is not "external", "internal" or an AS number`, val)
+		}
+	default:
+		if asn, ok := v.asn(key, val); ok {
+			n.RemoteAS = RemoteAS{Kind: RemoteNumber, ASN: asn}
+		}
+	}
+	return n
+}
+
+func (v *validator) announce(i int, raw *rawAnnounce) (Announce, bool) {
+	var a Announce
+	key := indexed("announce", i, "prefix")
+	if raw.Prefix == nil {
+		v.errorf(key, `required, e.g. prefix = "10.1.8.192/26"`)
+		return a, false
+	}
+	s, ok := v.str(key, raw.Prefix)
+	if !ok {
+		return a, false
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		v.errorf(key, "%q is not a prefix (address/length)", s)
+		return a, false
+	}
+	if p != p.Masked() {
+		v.errorf(key, "%s has host bits set; did you mean %s?", p, p.Masked())
+		return a, false
+	}
+	if !p.Addr().Is4() {
+		v.errorf(key, "%s: only IPv4 prefixes can be announced", p)
+		return a, false
+	}
+	a.Prefix = p
+	if raw.Blackhole != nil {
+		bkey := indexed("announce", i, "blackhole")
+		b, ok := raw.Blackhole.(bool)
+		if !ok {
+			v.errorf(bkey, "must be true or false, not %s", describe(raw.Blackhole))
+			return a, false
+		}
+		a.Blackhole = b
+	}
+	return a, true
+}
+
+// asn accepts an integer or a decimal string ("65001", "4200000001", also
+// asdot "1.10" as vendors print it).
+func (v *validator) asn(key string, val any) (uint32, bool) {
+	var n int64
+	switch t := val.(type) {
+	case int64:
+		n = t
+	case string:
+		var err error
+		n, err = parseASN(t)
+		if err != nil {
+			v.errorf(key, "%q is not an AS number: %v", t, err)
+			return 0, false
+		}
+	default:
+		v.errorf(key, "must be an AS number, not %s", describe(val))
+		return 0, false
+	}
+	// 0 and 4294967295 are reserved (RFC 7607, RFC 7300); 23456 is AS_TRANS.
+	if n < 1 || n > 4294967294 || n == 23456 {
+		v.errorf(key, "%d is not a usable AS number (1-4294967294, not 23456)", n)
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+func parseASN(s string) (int64, error) {
+	var hi, lo int64
+	if _, err := fmt.Sscanf(s, "%d.%d", &hi, &lo); err == nil && strings.Count(s, ".") == 1 {
+		if hi < 0 || hi > 65535 || lo < 0 || lo > 65535 {
+			return 0, errors.New("asdot halves must be 0-65535")
+		}
+		return hi<<16 | lo, nil
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || fmt.Sprint(n) != s {
+		return 0, errors.New("expected digits")
+	}
+	return n, nil
+}
+
+func (v *validator) integer(key string, val any, min, max int64) (int64, bool) {
+	n, ok := val.(int64)
+	if !ok {
+		v.errorf(key, "must be an integer, not %s", describe(val))
+		return 0, false
+	}
+	if n < min || n > max {
+		v.errorf(key, "%d is out of range %d-%d", n, min, max)
+		return 0, false
+	}
+	return n, true
+}
+
+func (v *validator) str(key string, val any) (string, bool) {
+	s, ok := val.(string)
+	if !ok {
+		v.errorf(key, "must be a string, not %s", describe(val))
+		return "", false
+	}
+	return s, true
+}
+
+// optStr validates an optional string; ok is false when it is absent or bad.
+func (v *validator) optStr(key string, val any) (string, bool) {
+	if val == nil {
+		return "", false
+	}
+	return v.str(key, val)
+}
+
+func validInterfaceName(s string) error {
+	// The kernel's rules (dev_valid_name): 1-15 bytes, no '/', ':' or space.
+	if s == "" || len(s) > 15 || s == "." || s == ".." || strings.ContainsAny(s, "/: \t\n") {
+		return fmt.Errorf("%q is not a valid interface name", s)
+	}
+	return nil
+}
+
+// describe names a TOML value's type for error messages.
+func describe(val any) string {
+	switch t := val.(type) {
+	case string:
+		return fmt.Sprintf("the string %q", t)
+	case int64:
+		return fmt.Sprintf("the integer %d", t)
+	case float64:
+		return fmt.Sprintf("the number %v", t)
+	case bool:
+		return fmt.Sprintf("%v", t)
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	case time.Time:
+		return "a date"
+	default:
+		return fmt.Sprintf("%T", val)
+	}
+}
+
+// indexed names a key inside the i-th element of an array of tables. The
+// locator understands the "#N" element marker.
+func indexed(table string, i int, key string) string {
+	return fmt.Sprintf("%s#%d.%s", table, i+1, key)
+}
+
+// SocketMode is the permission of the API socket.
+func (a API) SocketMode() os.FileMode {
+	if a.Group != "" {
+		return 0o660
+	}
+	return 0o600
+}
+
+// NeighborInterfaces lists the configured uplinks in file order.
+func (c *Config) NeighborInterfaces() []string {
+	names := make([]string, len(c.Neighbors))
+	for i, n := range c.Neighbors {
+		names[i] = n.Interface
+	}
+	return names
+}
+
+// Neighbor returns the neighbor on iface.
+func (c *Config) Neighbor(iface string) (Neighbor, bool) {
+	i := slices.IndexFunc(c.Neighbors, func(n Neighbor) bool { return n.Interface == iface })
+	if i < 0 {
+		return Neighbor{}, false
+	}
+	return c.Neighbors[i], true
+}

@@ -1,0 +1,392 @@
+package fib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fabricd/fabricd/rib"
+)
+
+// fakeKernel models the kernel's main table for one metric: at most one
+// route per prefix, owned either by fabricd (proto bgp) or by someone else.
+type fakeKernel struct {
+	mu        sync.Mutex
+	routes    map[netip.Prefix]Route
+	foreign   map[netip.Prefix]string // routes fabricd must never touch
+	neighbors map[int]net.HardwareAddr
+	applies   int
+	fail      map[netip.Prefix]error
+}
+
+func newFakeKernel() *fakeKernel {
+	return &fakeKernel{
+		routes:    map[netip.Prefix]Route{},
+		foreign:   map[netip.Prefix]string{},
+		neighbors: map[int]net.HardwareAddr{},
+		fail:      map[netip.Prefix]error{},
+	}
+}
+
+func (k *fakeKernel) Routes() ([]Route, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []Route
+	for _, r := range k.routes {
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (k *fakeKernel) Apply(ops []Op) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.applies++
+	var errs []error
+	for i, op := range ops {
+		p := op.Route.Prefix
+		err := k.fail[p]
+		if err == nil {
+			_, foreign := k.foreign[p]
+			_, ours := k.routes[p]
+			switch op.Kind {
+			case OpAdd:
+				if foreign || ours {
+					err = syscall.EEXIST
+				}
+			case OpReplace:
+				if foreign {
+					delete(k.foreign, p) // what NLM_F_REPLACE would do: the bug the writer avoids
+				}
+			case OpDelete:
+				if !ours {
+					err = syscall.ESRCH
+				}
+			}
+		}
+		if err != nil {
+			errs = append(errs, &OpError{Index: i, Op: op, Err: err})
+			continue
+		}
+		if op.Kind == OpDelete {
+			delete(k.routes, p)
+		} else {
+			r := op.Route
+			r.Ifindexes = slices.Clone(r.Ifindexes)
+			k.routes[p] = r
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+func (k *fakeKernel) SetNeighbor(n Neighbor) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.neighbors[n.Ifindex] = slices.Clone(n.MAC)
+	return nil
+}
+
+func (k *fakeKernel) DeleteNeighbor(ifindex int) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.neighbors[ifindex]; !ok {
+		return syscall.ENOENT
+	}
+	delete(k.neighbors, ifindex)
+	return nil
+}
+
+func (k *fakeKernel) LookupNeighbor(ifindex int) (net.HardwareAddr, bool, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	mac, ok := k.neighbors[ifindex]
+	return mac, ok, ok, nil
+}
+
+func (k *fakeKernel) Close() error { return nil }
+
+var ifnames = map[int]string{2: "ens3", 3: "ens4"}
+
+// render prints the fake kernel like `ip route show proto bgp` plus
+// `ip neigh show 169.254.0.1`, sorted, for golden comparisons.
+func (k *fakeKernel) render() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var lines []string
+	for _, r := range k.routes {
+		lines = append(lines, r.Format(func(i int) string { return ifnames[i] }))
+	}
+	for ifi, mac := range k.neighbors {
+		lines = append(lines, fmt.Sprintf("169.254.0.1 dev %s lladdr %s PERMANENT", ifnames[ifi], mac))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+var (
+	mac1 = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
+	mac2 = net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
+	c2lo = netip.MustParsePrefix("2.2.2.2/32")
+	c2bk = netip.MustParsePrefix("10.1.71.192/26")
+	c3lo = netip.MustParsePrefix("3.3.3.3/32")
+	c1bk = netip.MustParsePrefix("10.1.8.192/26")
+)
+
+type harness struct {
+	t      *testing.T
+	kernel *fakeKernel
+	rib    *rib.RIB
+	w      *Writer
+	ctx    context.Context
+	stop   func()
+}
+
+func newHarness(t *testing.T, k *fakeKernel) *harness {
+	t.Helper()
+	r := rib.New()
+	w := NewWriter(k, r, 20, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if _, err := w.Adopt(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	h := &harness{t: t, kernel: k, rib: r, w: w, ctx: ctx, stop: func() { cancel(); <-done }}
+	t.Cleanup(h.stop)
+	return h
+}
+
+// expect waits until the fake kernel renders as want.
+func (h *harness) expect(want string) {
+	h.t.Helper()
+	want = trimLines(want)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		// A query round-trips through the loop, so everything queued
+		// before it has been applied.
+		if _, err := h.w.Installed(h.ctx); err != nil {
+			h.t.Fatal(err)
+		}
+		got := trimLines(h.kernel.render())
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("kernel state:\n%s\n\nwant:\n%s", got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// trimLines drops indentation so golden strings can be indented in code.
+func trimLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, "\n")
+}
+
+func TestWriterInstallsSeedShape(t *testing.T) {
+	h := newHarness(t, newFakeKernel())
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
+	h.rib.Update(0, c2lo, 2)
+	h.rib.Update(0, c2bk, 2)
+	h.expect(`
+		10.1.71.192/26 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+		blackhole 10.1.8.192/26 proto bgp metric 20`)
+
+	h.rib.Withdraw(0, c2bk)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+		blackhole 10.1.8.192/26 proto bgp metric 20`)
+
+	h.w.SetBlackholes(h.ctx, nil)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+}
+
+func TestWriterECMPAndUplinkLoss(t *testing.T) {
+	h := newHarness(t, newFakeKernel())
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2)
+	h.rib.Update(0, c2lo, 2)
+	h.rib.Update(1, c2lo, 2)
+	h.rib.Update(0, c3lo, 2)
+	h.rib.Update(1, c3lo, 3) // longer: not used
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+		2.2.2.2 proto bgp metric 20
+		nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+		nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+
+	// Carrier loss on ens3: the group shrinks, the single-path route goes,
+	// before BGP has withdrawn anything.
+	h.w.UplinkDown(h.ctx, 0)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink`)
+
+	// The session on ens3 resets (paths dropped) and then ens3 returns:
+	// once it relearns, ECMP is back.
+	h.rib.DropUplink(0)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.rib.Update(0, c2lo, 2)
+	h.rib.Update(0, c3lo, 2)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+		2.2.2.2 proto bgp metric 20
+		nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+		nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+}
+
+func TestWriterUplinkUpRestoresKnownPaths(t *testing.T) {
+	h := newHarness(t, newFakeKernel())
+	// Paths arrive before the uplink is usable (e.g. the MAC is not known
+	// yet): nothing can be installed, but nothing is lost either.
+	h.rib.Update(0, c2lo, 2)
+	h.expect(``)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+}
+
+func TestWriterNeverTouchesForeignRoutes(t *testing.T) {
+	k := newFakeKernel()
+	k.foreign[c2lo] = "admin route"
+	h := newHarness(t, k)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.rib.Update(0, c2lo, 2)
+	h.rib.Update(0, c3lo, 2)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	if _, ok := k.foreign[c2lo]; !ok {
+		t.Fatal("foreign route was replaced")
+	}
+	// Withdrawing the prefix must not delete the foreign route either.
+	h.rib.Withdraw(0, c2lo)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	if _, ok := k.foreign[c2lo]; !ok {
+		t.Fatal("foreign route was deleted")
+	}
+	if h.w.Stats().Errors.Load() == 0 {
+		t.Fatal("the refused add was not counted as an error")
+	}
+}
+
+func TestWriterAdoptsAndSweepsLeftovers(t *testing.T) {
+	k := newFakeKernel()
+	// An earlier run left two routes behind.
+	k.routes[c2lo] = Route{Prefix: c2lo, Metric: 20, Ifindexes: []int{2}}
+	k.routes[c3lo] = Route{Prefix: c3lo, Metric: 20, Ifindexes: []int{2}}
+	h := newHarness(t, k)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	// Relearned: replaced in place, not duplicated, not refused.
+	h.rib.Update(0, c2lo, 2)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	h.w.SweepStale(h.ctx)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	if n := h.w.Stats().Errors.Load(); n != 0 {
+		t.Fatalf("errors = %d", n)
+	}
+}
+
+func TestWriterFlushRemovesEverythingItOwns(t *testing.T) {
+	k := newFakeKernel()
+	k.foreign[c3lo] = "dhcp"
+	k.routes[netip.MustParsePrefix("9.9.9.9/32")] = Route{Prefix: netip.MustParsePrefix("9.9.9.9/32"), Metric: 20}
+	h := newHarness(t, k)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
+	h.rib.Update(0, c2lo, 2)
+	h.expect(`
+		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+		9.9.9.9 proto bgp metric 20
+		blackhole 10.1.8.192/26 proto bgp metric 20`)
+	h.stop()
+	if err := h.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := k.render(); got != "" {
+		t.Fatalf("after flush:\n%s", got)
+	}
+	if _, ok := k.foreign[c3lo]; !ok {
+		t.Fatal("flush removed a foreign route")
+	}
+}
+
+func TestWriterRestoresTamperedNeighbor(t *testing.T) {
+	k := newFakeKernel()
+	h := newHarness(t, k)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+	k.mu.Lock()
+	k.neighbors[2] = mac2
+	k.mu.Unlock()
+	h.w.CheckNeighbor(h.ctx, 0)
+	h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+	k.DeleteNeighbor(2)
+	h.w.CheckNeighbor(h.ctx, 0)
+	h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+}
+
+func TestWriterBatchesBursts(t *testing.T) {
+	k := newFakeKernel()
+	h := newHarness(t, k)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.w.Installed(h.ctx)
+	k.mu.Lock()
+	before := k.applies
+	k.mu.Unlock()
+	for i := range 10000 {
+		h.rib.Update(0, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 32), 2)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.w.Stats().Routes.Load() != 10000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("installed %d of 10000", h.w.Stats().Routes.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	k.mu.Lock()
+	calls := k.applies - before
+	k.mu.Unlock()
+	// Coalescing: far fewer kernel calls than routes.
+	if calls > 100 {
+		t.Fatalf("%d Apply calls for 10000 routes", calls)
+	}
+	t.Logf("10000 routes in %d Apply calls", calls)
+}

@@ -1,0 +1,133 @@
+package fib
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/fabricd/fabricd/rib"
+)
+
+// Gateway is the IPv4 next hop every learned route points at, on the
+// uplink, with "onlink": RFC 5549 routes have an IPv6 next hop, and the
+// kernel (without nexthop objects) can only express that as a dummy IPv4
+// gateway whose neighbour entry carries the ToR's MAC. 169.254.0.1 is the
+// address FRR uses for the same purpose, so the kernel looks the same as
+// with FRR and operators' muscle memory keeps working.
+var Gateway = netip.MustParseAddr("169.254.0.1")
+
+// ProtoBGP is the kernel route protocol fabricd writes and the only one it
+// ever deletes (RTPROT_BGP, shown as "proto bgp").
+const ProtoBGP = 186
+
+// Route is a kernel route fabricd owns.
+type Route struct {
+	Prefix    netip.Prefix
+	Metric    uint32
+	Blackhole bool
+	// Ifindexes are the uplinks the route leaves through, each as
+	// "via 169.254.0.1 dev IF onlink"; more than one makes it multipath.
+	Ifindexes []int
+}
+
+// Neighbor is the permanent neighbour entry that resolves Gateway on an uplink.
+type Neighbor struct {
+	Ifindex int
+	MAC     net.HardwareAddr
+}
+
+// OpKind says what Apply does with a route.
+type OpKind int
+
+const (
+	// OpAdd creates a route and fails if one with the same prefix and
+	// metric exists: a route fabricd did not install is never overwritten.
+	OpAdd OpKind = iota + 1
+	// OpReplace overwrites a route fabricd installed (or adopted).
+	OpReplace
+	// OpDelete removes a route of fabricd's protocol.
+	OpDelete
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpAdd:
+		return "add"
+	case OpReplace:
+		return "replace"
+	case OpDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("op(%d)", int(k))
+}
+
+// Op is one route change.
+type Op struct {
+	Kind  OpKind
+	Route Route
+	// nexthops is the Writer's bookkeeping of which uplinks Route uses;
+	// kernels ignore it.
+	nexthops rib.NexthopSet
+}
+
+// OpError reports a failed Op.
+type OpError struct {
+	Index int // position of Op in the slice given to Apply
+	Op    Op
+	Err   error
+}
+
+func (e *OpError) Error() string {
+	return fmt.Sprintf("%s %s: %v", e.Op.Kind, e.Op.Route.Prefix, e.Err)
+}
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// Kernel is the OS-facing side of the FIB: netlink on Linux, a fake in tests.
+type Kernel interface {
+	// Routes lists the IPv4 routes of protocol ProtoBGP in the main table.
+	Routes() ([]Route, error)
+	// Apply performs ops in order with as few round trips as possible. It
+	// returns nil or the *OpError of every op that failed (errors.Join);
+	// the other ops took effect.
+	Apply(ops []Op) error
+	// SetNeighbor installs or replaces the permanent entry for Gateway.
+	SetNeighbor(n Neighbor) error
+	// DeleteNeighbor removes the entry for Gateway on ifindex, if any.
+	DeleteNeighbor(ifindex int) error
+	// LookupNeighbor returns the MAC of Gateway's entry on ifindex and
+	// whether it is a permanent entry; ok is false when there is none.
+	LookupNeighbor(ifindex int) (mac net.HardwareAddr, permanent, ok bool, err error)
+	Close() error
+}
+
+// Format renders r as `ip route` prints it, naming interfaces with name.
+func (r Route) Format(name func(ifindex int) string) string {
+	var b strings.Builder
+	if r.Blackhole {
+		b.WriteString("blackhole ")
+	}
+	b.WriteString(prefixString(r.Prefix))
+	if len(r.Ifindexes) == 1 {
+		fmt.Fprintf(&b, " via %s dev %s", Gateway, name(r.Ifindexes[0]))
+	}
+	fmt.Fprintf(&b, " proto bgp metric %d", r.Metric)
+	switch {
+	case len(r.Ifindexes) == 1:
+		b.WriteString(" onlink")
+	case len(r.Ifindexes) > 1:
+		for _, ifi := range r.Ifindexes {
+			fmt.Fprintf(&b, "\n\tnexthop via %s dev %s weight 1 onlink", Gateway, name(ifi))
+		}
+	}
+	return b.String()
+}
+
+// prefixString prints host routes without "/32", as iproute2 does.
+func prefixString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}

@@ -1,0 +1,129 @@
+package rib
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+var (
+	p1 = netip.MustParsePrefix("2.2.2.2/32")
+	p2 = netip.MustParsePrefix("10.1.71.192/26")
+)
+
+func drain(r *RIB) map[netip.Prefix]NexthopSet {
+	out := map[netip.Prefix]NexthopSet{}
+	for _, c := range r.Drain(nil) {
+		out[c.Prefix] = c.Nexthops
+	}
+	return out
+}
+
+func TestBestPathSelection(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps func(r *RIB)
+		want  NexthopSet
+	}{
+		{"single path", func(r *RIB) { r.Update(0, p1, 2) }, Of(0)},
+		{"equal length is ECMP", func(r *RIB) { r.Update(0, p1, 2); r.Update(1, p1, 2) }, Of(0, 1)},
+		{"shorter wins", func(r *RIB) { r.Update(0, p1, 3); r.Update(1, p1, 2) }, Of(1)},
+		{"update lengthens", func(r *RIB) { r.Update(0, p1, 2); r.Update(1, p1, 2); r.Update(1, p1, 4) }, Of(0)},
+		{"withdraw shrinks group", func(r *RIB) { r.Update(0, p1, 2); r.Update(1, p1, 2); r.Withdraw(0, p1) }, Of(1)},
+		{"withdraw last", func(r *RIB) { r.Update(0, p1, 2); r.Withdraw(0, p1) }, 0},
+		{"withdraw unknown", func(r *RIB) { r.Withdraw(3, p1) }, 0},
+		{"drop uplink", func(r *RIB) { r.Update(0, p1, 2); r.Update(1, p1, 3); r.DropUplink(0) }, Of(1)},
+		{"high uplink index", func(r *RIB) { r.Update(63, p1, 1); r.Update(5, p1, 1) }, Of(5, 63)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := New()
+			tt.steps(r)
+			if got := r.Best(p1); got != tt.want {
+				t.Errorf("Best = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDrainCoalescesAndSignals(t *testing.T) {
+	r := New()
+	select {
+	case <-r.Changed():
+		t.Fatal("signalled while empty")
+	default:
+	}
+	r.Update(0, p1, 2)
+	r.Update(0, p1, 3)
+	r.Update(1, p2, 2)
+	select {
+	case <-r.Changed():
+	default:
+		t.Fatal("no signal after updates")
+	}
+	got := drain(r)
+	want := map[netip.Prefix]NexthopSet{p1: Of(0), p2: Of(1)}
+	if len(got) != len(want) || got[p1] != want[p1] || got[p2] != want[p2] {
+		t.Fatalf("drain = %v, want %v", got, want)
+	}
+	if got := drain(r); len(got) != 0 {
+		t.Fatalf("second drain = %v", got)
+	}
+	// An update that changes nothing is not reported.
+	r.Update(0, p1, 3)
+	if got := drain(r); len(got) != 0 {
+		t.Fatalf("no-op update reported: %v", got)
+	}
+	// A withdrawal is reported with an empty set.
+	r.Withdraw(1, p2)
+	if got := drain(r); got[p2] != 0 || len(got) != 1 {
+		t.Fatalf("withdraw drained as %v", got)
+	}
+	if r.Len() != 1 {
+		t.Fatalf("Len = %d", r.Len())
+	}
+}
+
+func TestDropUplinkReportsAffected(t *testing.T) {
+	r := New()
+	r.Update(0, p1, 2)
+	r.Update(1, p1, 2)
+	r.Update(1, p2, 2)
+	drain(r)
+	if n := r.DropUplink(1); n != 2 {
+		t.Fatalf("DropUplink = %d, want 2", n)
+	}
+	got := drain(r)
+	if got[p1] != Of(0) || got[p2] != 0 {
+		t.Fatalf("after drop: %v", got)
+	}
+	if r.CountFrom(0) != 1 || r.CountFrom(1) != 0 {
+		t.Fatalf("CountFrom = %d %d", r.CountFrom(0), r.CountFrom(1))
+	}
+}
+
+func TestNexthopSet(t *testing.T) {
+	s := Of(3, 0, 63)
+	if !slices.Equal(s.Uplinks(), []Uplink{0, 3, 63}) || s.Len() != 3 || !s.Has(63) || s.Has(1) {
+		t.Fatalf("set %v", s)
+	}
+	if s.String() != "{0,3,63}" {
+		t.Fatalf("String = %s", s)
+	}
+}
+
+func BenchmarkUpdateDrain100k(b *testing.B) {
+	prefixes := make([]netip.Prefix, 100_000)
+	for i := range prefixes {
+		prefixes[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+	}
+	buf := make([]Change, 0, len(prefixes))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := New()
+		for _, p := range prefixes {
+			r.Update(0, p, 2)
+		}
+		buf = r.Drain(buf[:0])
+	}
+}
