@@ -1,0 +1,437 @@
+// Package bgp runs fabricd's BGP speaker: GoBGP v4 embedded in-process.
+//
+// Every GoBGP type stays inside this package. The rest of fabricd sees
+// uplinks (by a small ID), prefixes and AS-path lengths, which is all the
+// FIB needs, plus plain status structs for the API.
+//
+// Why GoBGP v4 and not v3: v3 is end-of-line (last tag v3.37.0) and, for
+// exactly the link-local peers fabricd uses, advertises an IPv4 next hop of
+// "::", silently skips TCP MD5 and cannot add interface peers through its
+// API. v4 fixes these and adds BFD.
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/fabricd/fabricd/config"
+)
+
+// Handler receives what the speaker learns. Route is called from GoBGP's
+// event goroutine for every received prefix, so it must be cheap: hand the
+// work to another goroutine rather than doing I/O.
+type Handler interface {
+	// Route reports a path from uplink id; withdraw removes it.
+	Route(id int, prefix netip.Prefix, asPathLen int, withdraw bool)
+	// SessionUp and SessionDown report Established being entered and left.
+	SessionUp(id int)
+	SessionDown(id int)
+	// EndOfRIB reports that uplink id has sent its whole table.
+	EndOfRIB(id int)
+}
+
+// Config is the speaker's global configuration.
+type Config struct {
+	ASN          uint32
+	RouterID     netip.Addr
+	ListenPort   int
+	HoldTime     time.Duration
+	Keepalive    time.Duration
+	ConnectRetry time.Duration
+	Logger       *slog.Logger
+}
+
+// Peer is an unnumbered neighbor as discovered on its uplink.
+type Peer struct {
+	ID        int
+	Interface string
+	Addr      netip.Addr // link-local, zone = Interface
+	RemoteAS  config.RemoteAS
+}
+
+// Speaker wraps a GoBGP server.
+type Speaker struct {
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+	srv     *server.BgpServer
+
+	mu sync.RWMutex
+	// peers by interface, and the reverse index used on the hot path.
+	peers  map[string]*peerState
+	byAddr map[netip.Addr]*peerState
+	// announced maps each originated prefix to GoBGP's path handle.
+	announced map[netip.Prefix]*apiutil.Path
+}
+
+type peerState struct {
+	Peer
+	// accepted is false until the session is Established with an AS the
+	// neighbor's remote-as allows; routes from other peers are ignored.
+	accepted bool
+}
+
+// New returns a speaker; Start runs it.
+func New(cfg Config, h Handler) *Speaker {
+	return &Speaker{
+		cfg:       cfg,
+		handler:   h,
+		log:       cfg.Logger.With("component", "bgp"),
+		peers:     make(map[string]*peerState),
+		byAddr:    make(map[netip.Addr]*peerState),
+		announced: make(map[netip.Prefix]*apiutil.Path),
+	}
+}
+
+// exportPolicy is the name of the policy that lets only locally originated
+// routes out: a server must never become transit between its ToRs.
+const exportPolicy = "fabricd-export-local-only"
+
+// Run starts the BGP server and blocks until ctx is cancelled, then stops
+// it. ready is closed once peers can be added.
+func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
+	// GoBGP logs every UPDATE at debug level; keep its records at info
+	// and above even when fabricd itself logs debug.
+	lvl := new(slog.LevelVar)
+	lvl.Set(slog.LevelInfo)
+	gobgpLog := slog.New(minLevel{Handler: s.cfg.Logger.Handler(), min: lvl}).With("component", "gobgp")
+	s.srv = server.NewBgpServer(server.LoggerOption(gobgpLog, lvl))
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		s.srv.Serve()
+	}()
+	defer func() {
+		s.srv.Stop()
+		<-served
+	}()
+
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	close(ready)
+	<-ctx.Done()
+	return nil
+}
+
+func (s *Speaker) start(ctx context.Context) error {
+	err := s.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:        s.cfg.ASN,
+		RouterId:   s.cfg.RouterID.String(),
+		ListenPort: int32(s.cfg.ListenPort),
+		// Only IPv6 link-local peers exist; listening on :: covers them.
+		ListenAddresses: []string{"::"},
+	}})
+	if err != nil {
+		return fmt.Errorf("starting BGP: %w", err)
+	}
+
+	err = s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
+		Name: exportPolicy,
+		Statements: []*api.Statement{{
+			Name:       "local",
+			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+			Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+		}},
+	}})
+	if err != nil {
+		return fmt.Errorf("adding export policy: %w", err)
+	}
+	err = s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name:          "global",
+		Direction:     api.PolicyDirection_POLICY_DIRECTION_EXPORT,
+		Policies:      []*api.Policy{{Name: exportPolicy}},
+		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}})
+	if err != nil {
+		return fmt.Errorf("assigning export policy: %w", err)
+	}
+
+	// Pre-policy updates arrive once per UPDATE message with all its
+	// prefixes, the cheapest stream GoBGP offers; fabricd applies its own
+	// policy. AdjInWithdraw carries the withdrawals GoBGP generates itself
+	// (peer down, graceful-restart expiry).
+	err = s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
+		OnPathUpdate: s.onPaths,
+		OnPeerUpdate: s.onPeer,
+		OnPathEor:    s.onEOR,
+	}, server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw(), server.WatchPeer(), server.WatchEor(false))
+	if err != nil {
+		return fmt.Errorf("watching BGP events: %w", err)
+	}
+	return nil
+}
+
+// SetPeer adds the neighbor on p.Interface, or moves it to a new address.
+// A peer whose address is unchanged is left alone (its session keeps
+// running).
+func (s *Speaker) SetPeer(ctx context.Context, p Peer) error {
+	s.mu.Lock()
+	old, exists := s.peers[p.Interface]
+	s.mu.Unlock()
+	if exists && old.Addr == p.Addr && old.RemoteAS == p.RemoteAS {
+		return nil
+	}
+	if exists {
+		if err := s.RemovePeer(ctx, p.Interface); err != nil {
+			return err
+		}
+	}
+	peerASN := uint32(0) // "external": accept any AS, checked on Established
+	switch p.RemoteAS.Kind {
+	case config.RemoteInternal:
+		peerASN = s.cfg.ASN
+	case config.RemoteNumber:
+		peerASN = p.RemoteAS.ASN
+	}
+	// Register before adding so no event of the new session is missed.
+	st := &peerState{Peer: p}
+	s.mu.Lock()
+	s.peers[p.Interface] = st
+	s.byAddr[p.Addr] = st
+	s.mu.Unlock()
+
+	err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Addr.String(),
+			PeerAsn:         peerASN,
+			Description:     p.Interface,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime:          uint64(s.cfg.HoldTime / time.Second),
+			KeepaliveInterval: uint64(s.cfg.Keepalive / time.Second),
+			ConnectRetry:      uint64(s.cfg.ConnectRetry / time.Second),
+		}},
+		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{
+			Family:  &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
+			Enabled: true,
+		}}},
+	}})
+	if err != nil {
+		s.mu.Lock()
+		delete(s.peers, p.Interface)
+		delete(s.byAddr, p.Addr)
+		s.mu.Unlock()
+		return fmt.Errorf("adding BGP peer %s on %s: %w", p.Addr, p.Interface, err)
+	}
+	s.log.Info("BGP peer configured", "interface", p.Interface, "address", p.Addr, "remote_as", p.RemoteAS)
+	return nil
+}
+
+// RemovePeer deletes the neighbor on iface, if any.
+func (s *Speaker) RemovePeer(ctx context.Context, iface string) error {
+	s.mu.Lock()
+	st, ok := s.peers[iface]
+	if ok {
+		delete(s.peers, iface)
+		delete(s.byAddr, st.Addr)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: st.Addr.String()}); err != nil {
+		return fmt.Errorf("removing BGP peer %s on %s: %w", st.Addr, iface, err)
+	}
+	if st.accepted {
+		s.handler.SessionDown(st.ID)
+	}
+	return nil
+}
+
+// ResetPeer drops the session on iface at once (carrier loss: there is no
+// point waiting for the hold timer). It reconnects by itself.
+func (s *Speaker) ResetPeer(ctx context.Context, iface string) error {
+	s.mu.RLock()
+	st, ok := s.peers[iface]
+	s.mu.RUnlock()
+	if !ok {
+		return nil
+	}
+	err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: st.Addr.String(), Communication: "uplink lost carrier"})
+	if err != nil {
+		return fmt.Errorf("resetting BGP peer on %s: %w", iface, err)
+	}
+	return nil
+}
+
+// Announce originates prefix.
+func (s *Speaker) Announce(ctx context.Context, prefix netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.announced[prefix]; ok {
+		return nil
+	}
+	nlri, err := gobgp.NewIPAddrPrefix(prefix)
+	if err != nil {
+		return fmt.Errorf("announcing %s: %w", prefix, err)
+	}
+	// Next hop 0.0.0.0 makes GoBGP use the session's own address: the
+	// link-local IPv6 address, sent as an RFC 8950 extended next hop.
+	nh, err := gobgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+	if err != nil {
+		return fmt.Errorf("announcing %s: %w", prefix, err)
+	}
+	path := &apiutil.Path{
+		Family: gobgp.RF_IPv4_UC,
+		Nlri:   nlri,
+		Attrs:  []gobgp.PathAttributeInterface{gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
+	}
+	if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}}); err != nil {
+		return fmt.Errorf("announcing %s: %w", prefix, err)
+	}
+	s.announced[prefix] = path
+	return nil
+}
+
+// Withdraw stops originating prefix.
+func (s *Speaker) Withdraw(ctx context.Context, prefix netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path, ok := s.announced[prefix]
+	if !ok {
+		return nil
+	}
+	if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}}); err != nil {
+		return fmt.Errorf("withdrawing %s: %w", prefix, err)
+	}
+	delete(s.announced, prefix)
+	return nil
+}
+
+// onPaths is GoBGP's update callback: keep it cheap.
+func (s *Speaker) onPaths(paths []*apiutil.Path, _ time.Time) {
+	if len(paths) == 0 {
+		return
+	}
+	s.mu.RLock()
+	st, ok := s.byAddr[paths[0].PeerAddress]
+	accepted := ok && st.accepted
+	s.mu.RUnlock()
+	if !accepted {
+		return
+	}
+	for _, p := range paths {
+		if p.Family != gobgp.RF_IPv4_UC {
+			continue
+		}
+		// Every path of one event comes from the same peer, but check:
+		// GoBGP does not promise it.
+		if p.PeerAddress != st.Addr {
+			continue
+		}
+		prefix, ok := nlriPrefix(p.Nlri)
+		if !ok {
+			continue
+		}
+		s.handler.Route(st.ID, prefix, asPathLen(p.Attrs), p.Withdrawal)
+	}
+}
+
+func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
+	if ev.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	addr := ev.Peer.State.NeighborAddress
+	s.mu.Lock()
+	st, ok := s.byAddr[addr]
+	if !ok {
+		s.mu.Unlock()
+		return
+	}
+	established := ev.Peer.State.SessionState == gobgp.BGP_FSM_ESTABLISHED
+	wasAccepted := st.accepted
+	remoteAS := ev.Peer.State.PeerASN
+	var refuse string
+	if established {
+		switch {
+		case st.RemoteAS.Kind == config.RemoteExternal && remoteAS == s.cfg.ASN:
+			refuse = fmt.Sprintf("peer AS %d is our own, but remote-as is external", remoteAS)
+		}
+		st.accepted = refuse == ""
+	} else {
+		st.accepted = false
+	}
+	id, iface := st.ID, st.Interface
+	s.mu.Unlock()
+
+	switch {
+	case refuse != "":
+		s.log.Error("refusing BGP session", "interface", iface, "reason", refuse)
+		go func() {
+			// Not from GoBGP's event goroutine: ResetPeer waits on it.
+			if err := s.srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: addr.String(), Communication: refuse}); err != nil {
+				s.log.Warn("resetting refused peer", "interface", iface, "err", err)
+			}
+		}()
+	case established && !wasAccepted:
+		s.log.Info("BGP session established", "interface", iface, "peer", addr, "remote_as", remoteAS, "router_id", ev.Peer.State.RouterID)
+		s.handler.SessionUp(id)
+	case !established && wasAccepted:
+		s.log.Warn("BGP session down", "interface", iface, "peer", addr, "state", ev.Peer.State.SessionState,
+			"reason", ev.Peer.State.DisconnectMessage)
+		s.handler.SessionDown(id)
+	}
+}
+
+func (s *Speaker) onEOR(p *apiutil.Path, _ time.Time) {
+	if p.Family != gobgp.RF_IPv4_UC {
+		return
+	}
+	s.mu.RLock()
+	st, ok := s.byAddr[p.PeerAddress]
+	s.mu.RUnlock()
+	if ok {
+		s.handler.EndOfRIB(st.ID)
+	}
+}
+
+func nlriPrefix(n gobgp.NLRI) (netip.Prefix, bool) {
+	switch v := n.(type) {
+	case *gobgp.IPAddrPrefix:
+		return v.Prefix, true
+	}
+	return netip.Prefix{}, false
+}
+
+// asPathLen counts the AS path as best-path selection does: every AS of a
+// sequence, one for a set.
+func asPathLen(attrs []gobgp.PathAttributeInterface) int {
+	for _, a := range attrs {
+		if ap, ok := a.(*gobgp.PathAttributeAsPath); ok {
+			n := 0
+			for _, seg := range ap.Value {
+				n += seg.ASLen()
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// minLevel drops records below min whatever the wrapped handler accepts.
+type minLevel struct {
+	slog.Handler
+	min slog.Leveler
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min.Level() && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevel{Handler: h.Handler.WithAttrs(attrs), min: h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{Handler: h.Handler.WithGroup(name), min: h.min}
+}
