@@ -14,10 +14,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/fabricd/fabricd/api"
 	"github.com/fabricd/fabricd/bgp"
 	"github.com/fabricd/fabricd/config"
 	"github.com/fabricd/fabricd/fib"
+	"github.com/fabricd/fabricd/metrics"
 	"github.com/fabricd/fabricd/rib"
+	"github.com/fabricd/fabricd/systemd"
 	"github.com/fabricd/fabricd/unnumbered"
 )
 
@@ -25,11 +28,22 @@ import (
 // not every peer sends End-of-RIB.
 const StaleTime = 120 * time.Second
 
+// Options are what the command hands the daemon.
+type Options struct {
+	Config *config.Config
+	Kernel fib.Kernel
+	Logger *slog.Logger
+	// LogLevel, when set, is the level of Logger's handler; reload
+	// changes it.
+	LogLevel *slog.LevelVar
+}
+
 // Daemon is one fabricd instance.
 type Daemon struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	kernel fib.Kernel
+	log      *slog.Logger
+	level    *slog.LevelVar
+	kernel   fib.Kernel
+	notifier *systemd.Notifier
 
 	rib     *rib.RIB
 	fib     *fib.Writer
@@ -38,11 +52,16 @@ type Daemon struct {
 	// events carries uplink discovery events and BGP session events to
 	// the control loop, which alone changes the uplink table.
 	events chan event
+	// reloads carries reload requests (SIGHUP, API) to the control loop.
+	reloads chan reloadRequest
+	// pings lets the watchdog check that the control loop answers.
+	pings chan chan struct{}
 	// ready is closed once the kernel is reconciled, announcements are
 	// made and discovery runs on every uplink.
 	ready chan struct{}
 
 	mu      sync.Mutex
+	cfg     *config.Config
 	uplinks map[string]*uplink // by interface name
 	ids     [rib.MaxUplinks]*uplink
 }
@@ -54,7 +73,7 @@ type uplink struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 
-	// Owned by the control loop.
+	// Guarded by Daemon.mu; written by the control loop.
 	peer        unnumbered.Neighbor
 	established bool
 	eor         bool
@@ -79,17 +98,22 @@ const (
 )
 
 // New prepares a daemon; Run starts it.
-func New(cfg *config.Config, kernel fib.Kernel, log *slog.Logger) *Daemon {
+func New(opts Options) *Daemon {
+	cfg, log := opts.Config, opts.Logger
 	d := &Daemon{
-		cfg:     cfg,
-		log:     log,
-		kernel:  kernel,
-		rib:     rib.New(),
-		events:  make(chan event, 256),
-		ready:   make(chan struct{}),
-		uplinks: make(map[string]*uplink),
+		cfg:      cfg,
+		log:      log,
+		level:    opts.LogLevel,
+		kernel:   opts.Kernel,
+		notifier: systemd.New(log),
+		rib:      rib.New(),
+		events:   make(chan event, 256),
+		reloads:  make(chan reloadRequest),
+		pings:    make(chan chan struct{}),
+		ready:    make(chan struct{}),
+		uplinks:  make(map[string]*uplink),
 	}
-	d.fib = fib.NewWriter(kernel, d.rib, cfg.FIB.Metric, log.With("component", "fib"))
+	d.fib = fib.NewWriter(opts.Kernel, d.rib, cfg.FIB.Metric, log.With("component", "fib"))
 	d.speaker = bgp.New(bgp.Config{
 		ASN:          cfg.ASN,
 		RouterID:     cfg.RouterID,
@@ -102,6 +126,18 @@ func New(cfg *config.Config, kernel fib.Kernel, log *slog.Logger) *Daemon {
 	return d
 }
 
+func (d *Daemon) config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+func (d *Daemon) setConfig(c *config.Config) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg = c
+}
+
 // Ready is closed once fabricd is up: kernel reconciled, prefixes
 // announced and discovery running on every uplink.
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
@@ -109,8 +145,16 @@ func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 // Run runs fabricd until ctx is cancelled, then withdraws its routes from
 // the peers and removes what it installed in the kernel.
 func (d *Daemon) Run(ctx context.Context) error {
+	cfg := d.config()
+	// The socket first: a second fabricd must fail before it touches the
+	// kernel.
+	apiListener, err := api.Listen(api.SocketConfig{Path: cfg.API.Socket, Group: cfg.API.Group})
+	if err != nil {
+		return err
+	}
 	adopted, err := d.fib.Adopt()
 	if err != nil {
+		apiListener.Close()
 		return err
 	}
 	if adopted > 0 {
@@ -125,6 +169,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	fibDone := make(chan error, 1)
 	go func() { fibDone <- d.fib.Run(fibCtx) }()
 
+	g.Go(func() error { return api.Serve(gctx, apiListener, &apiServer{d: d}, d.log) })
+	if cfg.Metrics.Listen != "" {
+		g.Go(func() error { return metrics.Serve(gctx, cfg.Metrics.Listen, newCollector(d), d.log) })
+	}
+	g.Go(func() error { return d.notifier.Watchdog(gctx, d.ping) })
+
 	speakerReady := make(chan struct{})
 	g.Go(func() error { return d.speaker.Run(gctx, speakerReady) })
 
@@ -138,10 +188,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		close(d.ready)
-		d.log.Info("fabricd is up", "asn", d.cfg.ASN, "router_id", d.cfg.RouterID, "uplinks", len(d.cfg.Neighbors), "announced", len(d.cfg.Announce))
+		d.notifier.Ready(d.statusLine())
+		d.log.Info("fabricd is up", "asn", cfg.ASN, "router_id", cfg.RouterID, "uplinks", len(cfg.Neighbors), "announced", len(cfg.Announce))
 		return d.control(gctx, adopted > 0)
 	})
 
+	<-gctx.Done()
+	d.notifier.Stopping()
 	err = g.Wait()
 	d.stopUplinks()
 
@@ -156,22 +209,48 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
+// ping succeeds when the control loop answers.
+func (d *Daemon) ping(ctx context.Context) error {
+	pong := make(chan struct{})
+	select {
+	case d.pings <- pong:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-pong:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// statusLine is the STATUS= systemd shows.
+func (d *Daemon) statusLine() string {
+	d.mu.Lock()
+	total, up := len(d.uplinks), 0
+	for _, u := range d.uplinks {
+		if u.established {
+			up++
+		}
+	}
+	d.mu.Unlock()
+	return fmt.Sprintf("%d of %d BGP sessions established, %d routes installed", up, total, d.fib.Stats().Routes.Load())
+}
+
 // start announces the configured prefixes, installs the blackholes and
 // starts discovery on every uplink.
 func (d *Daemon) start(ctx context.Context) error {
-	var blackholes []netip.Prefix
-	for _, a := range d.cfg.Announce {
+	cfg := d.config()
+	for _, a := range cfg.Announce {
 		if err := d.speaker.Announce(ctx, a.Prefix); err != nil {
 			return err
 		}
-		if a.Blackhole {
-			blackholes = append(blackholes, a.Prefix)
-		}
 	}
-	if err := d.fib.SetBlackholes(ctx, blackholes); err != nil {
+	if err := d.fib.SetBlackholes(ctx, blackholes(cfg)); err != nil {
 		return err
 	}
-	for i, n := range d.cfg.Neighbors {
+	for i, n := range d.config().Neighbors {
 		d.startUplink(ctx, rib.Uplink(i), n)
 	}
 	return nil
@@ -218,6 +297,61 @@ func (d *Daemon) startUplink(ctx context.Context, id rib.Uplink, n config.Neighb
 	}()
 }
 
+// stopUplink stops discovery on iface and forgets its peer, paths and
+// kernel state.
+func (d *Daemon) stopUplink(ctx context.Context, iface string) {
+	d.mu.Lock()
+	u := d.uplinks[iface]
+	delete(d.uplinks, iface)
+	if u != nil {
+		d.ids[u.id] = nil
+	}
+	d.mu.Unlock()
+	if u == nil {
+		return
+	}
+	u.cancel()
+	<-u.done
+	if err := d.speaker.RemovePeer(ctx, iface); err != nil {
+		d.log.Warn("removing peer", "interface", iface, "err", err)
+	}
+	d.rib.DropUplink(u.id)
+	if err := d.fib.RemoveUplink(ctx, u.id); err != nil {
+		d.log.Warn("removing uplink from the FIB", "interface", iface, "err", err)
+	}
+}
+
+// updateUplink applies a changed neighbor setting (remote-as) to a running
+// uplink; the session restarts only if the peer must be re-added.
+func (d *Daemon) updateUplink(ctx context.Context, n config.Neighbor) {
+	u := d.uplinkByName(n.Interface)
+	if u == nil {
+		return
+	}
+	d.mu.Lock()
+	u.neighbor = n
+	peer := u.peer
+	d.mu.Unlock()
+	if !peer.Addr.IsValid() {
+		return
+	}
+	if err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Interface: n.Interface, Addr: peer.Addr, RemoteAS: n.RemoteAS}); err != nil {
+		d.log.Error("updating BGP peer", "interface", n.Interface, "err", err)
+	}
+}
+
+// freeID returns an unused uplink index.
+func (d *Daemon) freeID() (rib.Uplink, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, u := range d.ids {
+		if u == nil {
+			return rib.Uplink(i), true
+		}
+	}
+	return 0, false
+}
+
 func (d *Daemon) stopUplinks() {
 	d.mu.Lock()
 	ups := make([]*uplink, 0, len(d.uplinks))
@@ -243,6 +377,11 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case pong := <-d.pings:
+			close(pong)
+		case req := <-d.reloads:
+			changes, err := d.reload(ctx)
+			req.result <- reloadResult{changes: changes, err: err}
 		case <-staleTimer:
 			staleTimer = nil
 			d.log.Warn("not every peer sent End-of-RIB in time; removing routes of the earlier run that were not relearned")
@@ -256,6 +395,7 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 				d.onDiscovery(ctx, *ev.discovery)
 			case ev.session != nil:
 				d.onSession(*ev.session)
+				d.notifier.Status(d.statusLine())
 				if haveStale && d.allEndOfRIB() {
 					d.log.Info("every peer sent End-of-RIB; removing routes of the earlier run that were not relearned")
 					if err := d.fib.SweepStale(ctx); err != nil {
@@ -296,13 +436,16 @@ func (d *Daemon) onDiscovery(ctx context.Context, ev unnumbered.Event) {
 	case unnumbered.NeighborUp:
 		n := ev.Neighbor
 		log.Info("ToR discovered", "address", n.Addr, "mac", n.MAC.String())
+		d.mu.Lock()
 		u.peer = n
+		remoteAS := u.neighbor.RemoteAS
+		d.mu.Unlock()
 		if len(n.MAC) == 0 {
 			log.Warn("ToR's router advertisement has no source link-layer address; cannot install routes through it yet")
 		} else if err := d.fib.SetUplink(ctx, u.id, ev.Interface, n.Index, n.MAC); err != nil {
 			return
 		}
-		err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Interface: ev.Interface, Addr: n.Addr, RemoteAS: u.neighbor.RemoteAS})
+		err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Interface: ev.Interface, Addr: n.Addr, RemoteAS: remoteAS})
 		if err != nil {
 			log.Error("configuring BGP peer", "err", err)
 		}
@@ -315,8 +458,8 @@ func (d *Daemon) onDiscovery(ctx context.Context, ev unnumbered.Event) {
 
 func (d *Daemon) onSession(ev sessionEvent) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	u := d.ids[ev.id]
-	d.mu.Unlock()
 	if u == nil {
 		return
 	}

@@ -44,7 +44,9 @@ func run() int {
 		return 0
 	}
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.Log.Level}))
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -56,9 +58,29 @@ func run() int {
 	}
 	defer kernel.Close()
 
-	if err := daemon.New(cfg, kernel, log).Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	d := daemon.New(daemon.Options{Config: cfg, Kernel: kernel, Logger: log, LogLevel: level})
+	go reloadOnHangup(ctx, d, log)
+	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("fabricd stopped", "err", err)
 		return exitFailure
 	}
 	return 0
+}
+
+// reloadOnHangup turns SIGHUP (systemctl reload) into a reload. A refused
+// configuration is logged; the running one stays.
+func reloadOnHangup(ctx context.Context, d *daemon.Daemon, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if _, err := d.Reload(ctx); err != nil {
+				log.Error("reload refused; keeping the running configuration", "err", err)
+			}
+		}
+	}
 }

@@ -1,0 +1,192 @@
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+)
+
+// PeerStatus is one neighbor's session as `show bgp summary` shows it.
+type PeerStatus struct {
+	ID        int
+	Interface string
+	Addr      netip.Addr
+	RemoteAS  uint32
+	RouterID  string
+	State     string // FRR's names: Idle, Connect, Active, OpenSent, OpenConfirm, Established
+	// Since is when the session entered Established (State ==
+	// "Established") or last left it; zero if it never came up.
+	Since     time.Time
+	MsgRcvd   uint64
+	MsgSent   uint64
+	OutQ      uint32
+	InQ       uint32
+	PfxRcd    uint64
+	PfxSnt    uint64
+	LastReset string
+}
+
+// Peers returns the state of every configured peer, by interface.
+func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
+	s.mu.RLock()
+	byAddr := make(map[netip.Addr]Peer, len(s.byAddr))
+	for a, st := range s.byAddr {
+		byAddr[a] = st.Peer
+	}
+	s.mu.RUnlock()
+
+	out := make(map[string]PeerStatus, len(byAddr))
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
+		if err != nil {
+			return
+		}
+		peer, ok := byAddr[addr]
+		if !ok {
+			return
+		}
+		st := p.GetState()
+		ps := PeerStatus{
+			ID:        peer.ID,
+			Interface: peer.Interface,
+			Addr:      addr,
+			RemoteAS:  st.GetPeerAsn(),
+			RouterID:  st.GetRouterId(),
+			State:     stateName(st.GetSessionState()),
+			MsgRcvd:   st.GetMessages().GetReceived().GetTotal(),
+			MsgSent:   st.GetMessages().GetSent().GetTotal(),
+			OutQ:      st.GetQueues().GetOutput(),
+			InQ:       st.GetQueues().GetInput(),
+			LastReset: st.GetDisconnectMessage(),
+		}
+		timers := p.GetTimers().GetState()
+		if ps.State == "Established" {
+			ps.Since = timers.GetUptime().AsTime()
+		} else if d := timers.GetDowntime(); d != nil && d.GetSeconds() > 0 {
+			ps.Since = d.AsTime()
+		}
+		for _, af := range p.GetAfiSafis() {
+			if af.GetConfig().GetFamily().GetAfi() == api.Family_AFI_IP {
+				ps.PfxRcd += af.GetState().GetAccepted()
+				ps.PfxSnt += af.GetState().GetAdvertised()
+			}
+		}
+		out[peer.Interface] = ps
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing BGP peers: %w", err)
+	}
+	return out, nil
+}
+
+func stateName(s api.PeerState_SessionState) string {
+	switch s {
+	case api.PeerState_SESSION_STATE_IDLE:
+		return "Idle"
+	case api.PeerState_SESSION_STATE_CONNECT:
+		return "Connect"
+	case api.PeerState_SESSION_STATE_ACTIVE:
+		return "Active"
+	case api.PeerState_SESSION_STATE_OPENSENT:
+		return "OpenSent"
+	case api.PeerState_SESSION_STATE_OPENCONFIRM:
+		return "OpenConfirm"
+	case api.PeerState_SESSION_STATE_ESTABLISHED:
+		return "Established"
+	}
+	return "Idle"
+}
+
+// Path is one path of the BGP table.
+type Path struct {
+	// PeerID is the uplink the path came from, or -1 for a local route.
+	PeerID    int
+	Interface string
+	Best      bool
+	Stale     bool
+	ASPath    []uint32
+	Origin    string
+	MED       uint32
+	HasMED    bool
+}
+
+// Route is a prefix of the BGP table with all its paths.
+type Route struct {
+	Prefix netip.Prefix
+	Paths  []Path
+}
+
+// Table returns the IPv4 unicast BGP table sorted by prefix.
+func (s *Speaker) Table(ctx context.Context) ([]Route, error) {
+	s.mu.RLock()
+	byAddr := make(map[netip.Addr]Peer, len(s.byAddr))
+	for a, st := range s.byAddr {
+		byAddr[a] = st.Peer
+	}
+	s.mu.RUnlock()
+
+	var routes []Route
+	err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: gobgp.RF_IPv4_UC},
+		func(nlri gobgp.NLRI, paths []*apiutil.Path) {
+			prefix, ok := nlriPrefix(nlri)
+			if !ok {
+				return
+			}
+			r := Route{Prefix: prefix}
+			for _, p := range paths {
+				path := Path{PeerID: -1, Best: p.Best, Stale: p.Stale, ASPath: asPath(p.Attrs), Origin: "?"}
+				if peer, ok := byAddr[p.PeerAddress]; ok {
+					path.PeerID, path.Interface = peer.ID, peer.Interface
+				}
+				for _, a := range p.Attrs {
+					switch v := a.(type) {
+					case *gobgp.PathAttributeOrigin:
+						path.Origin = originCode(v.Value)
+					case *gobgp.PathAttributeMultiExitDisc:
+						path.MED, path.HasMED = v.Value, true
+					}
+				}
+				r.Paths = append(r.Paths, path)
+			}
+			routes = append(routes, r)
+		})
+	if err != nil {
+		return nil, fmt.Errorf("listing BGP table: %w", err)
+	}
+	slices.SortFunc(routes, func(a, b Route) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	return routes, nil
+}
+
+func asPath(attrs []gobgp.PathAttributeInterface) []uint32 {
+	for _, a := range attrs {
+		if ap, ok := a.(*gobgp.PathAttributeAsPath); ok {
+			var out []uint32
+			for _, seg := range ap.Value {
+				out = append(out, seg.GetAS()...)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+func originCode(v uint8) string {
+	switch v {
+	case gobgp.BGP_ORIGIN_ATTR_TYPE_IGP:
+		return "i"
+	case gobgp.BGP_ORIGIN_ATTR_TYPE_EGP:
+		return "e"
+	}
+	return "?"
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/fabricd/fabricd/api/fabricdpb"
+)
+
+// writeSummary prints `show bgp summary` in FRR's layout.
+func writeSummary(w io.Writer, s *fabricdpb.Summary) {
+	fmt.Fprintln(w, "IPv4 Unicast Summary:")
+	fmt.Fprintf(w, "BGP router identifier %s, local AS number %d\n", s.GetRouterId(), s.GetAs())
+	fmt.Fprintf(w, "RIB entries %d, installed routes %d\n", s.GetRibCount(), s.GetInstalledCount())
+	fmt.Fprintf(w, "Peers %d\n\n", len(s.GetPeers()))
+	fmt.Fprintln(w, "Neighbor        V         AS   MsgRcvd   MsgSent   TblVer  InQ OutQ  Up/Down State/PfxRcd   PfxSnt")
+	for _, p := range s.GetPeers() {
+		upDown := "never"
+		if p.GetEverUp() {
+			upDown = formatUptime(time.Duration(p.GetPeerUptimeMsec()) * time.Millisecond)
+		}
+		state := p.GetState()
+		if state == "Established" {
+			state = fmt.Sprint(p.GetPfxRcd())
+		}
+		fmt.Fprintf(w, "%-15s %1d %10d %9d %9d %8d %4d %4d %8s %12s %8d\n",
+			p.GetInterface(), 4, p.GetRemoteAs(), p.GetMsgRcvd(), p.GetMsgSent(), 0, p.GetInq(), p.GetOutq(), upDown, state, p.GetPfxSnt())
+	}
+	fmt.Fprintf(w, "\nTotal number of neighbors %d\n", len(s.GetPeers()))
+}
+
+// formatUptime prints a duration as FRR's peer_uptime does: hh:mm:ss
+// under a day, 1d02h03m under a week, 01w2d03h beyond.
+func formatUptime(d time.Duration) string {
+	sec := int64(d / time.Second)
+	const day, week = 86400, 7 * 86400
+	switch {
+	case sec < day:
+		return fmt.Sprintf("%02d:%02d:%02d", sec/3600, sec%3600/60, sec%60)
+	case sec < week:
+		return fmt.Sprintf("%dd%02dh%02dm", sec/day, sec%day/3600, sec%3600/60)
+	default:
+		return fmt.Sprintf("%02dw%dd%02dh", sec/week, sec%week/day, sec%day/3600)
+	}
+}
+
+// writeBGPTable prints `show bgp ipv4 unicast` in FRR's layout.
+func writeBGPTable(w io.Writer, t *fabricdpb.BGPTable) {
+	fmt.Fprintf(w, "BGP table version is 0, local router ID is %s\n", t.GetRouterId())
+	fmt.Fprintf(w, "Default local pref 100, local AS %d\n", t.GetAs())
+	fmt.Fprintln(w, "Status codes:  * valid, > best, = multipath (also installed), S Stale")
+	fmt.Fprintln(w, "Origin codes:  i - IGP, e - EGP, ? - incomplete")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "   Network          Next Hop            Metric LocPrf Weight Path")
+	paths := 0
+	for _, r := range t.GetRoutes() {
+		for i, p := range r.GetPaths() {
+			paths++
+			network := ""
+			if i == 0 {
+				network = r.GetPrefix()
+			}
+			code := " "
+			if p.GetStale() {
+				code = "S"
+			} else if p.GetValid() {
+				code = "*"
+			}
+			switch {
+			case p.GetBest():
+				code += ">"
+			case p.GetMultipath():
+				code += "="
+			default:
+				code += " "
+			}
+			metric := ""
+			if p.GetHasMed() || p.GetSource() == "config" {
+				metric = fmt.Sprint(p.GetMed())
+			}
+			path := strings.TrimSpace(formatASPath(p.GetAsPath()) + " " + p.GetOrigin())
+			line := fmt.Sprintf("%-3s%-17s%-20s%6s %6s %6d %s", code, network, p.GetNextHop(), metric, "", p.GetWeight(), path)
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
+		}
+	}
+	fmt.Fprintf(w, "\nDisplayed  %d routes and %d total paths\n", len(t.GetRoutes()), paths)
+}
+
+func formatASPath(p []uint32) string {
+	parts := make([]string, len(p))
+	for i, as := range p {
+		parts[i] = fmt.Sprint(as)
+	}
+	return strings.Join(parts, " ")
+}
+
+// writeRoutes prints `show ip route` for fabricd's kernel routes, as FRR
+// prints its BGP routes.
+func writeRoutes(w io.Writer, r *fabricdpb.InstalledRoutes) {
+	fmt.Fprintln(w, "Codes: B - BGP, > - selected route, * - FIB route")
+	fmt.Fprintln(w)
+	for _, rt := range r.GetRoutes() {
+		head := fmt.Sprintf("B>* %s [20/0]", rt.GetPrefix())
+		if rt.GetBlackhole() {
+			fmt.Fprintf(w, "%s unreachable (blackhole)\n", head)
+			continue
+		}
+		for i, ifname := range rt.GetInterfaces() {
+			if i == 0 {
+				fmt.Fprintf(w, "%s via %s, %s onlink, weight 1\n", head, rt.GetGateway(), ifname)
+			} else {
+				fmt.Fprintf(w, "  *%s via %s, %s onlink, weight 1\n", strings.Repeat(" ", len(head)-3), rt.GetGateway(), ifname)
+			}
+		}
+	}
+}
+
+// writeInterfaces prints `show interface`: what discovery knows per uplink.
+func writeInterfaces(w io.Writer, ifs *fabricdpb.Interfaces) {
+	fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %s\n", "Interface", "Link", "Peer", "Peer MAC", "Last RA", "Session", "RAs rx/ignored/tx, RSs tx")
+	for _, i := range ifs.GetInterfaces() {
+		link := "down"
+		if i.GetLinkUp() {
+			link = "up"
+		}
+		peer, mac, age := dash(i.GetPeerAddress()), dash(i.GetPeerMac()), "-"
+		if i.GetLastRaAgeMsec() >= 0 {
+			age = (time.Duration(i.GetLastRaAgeMsec()) * time.Millisecond).Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %d/%d/%d, %d\n", i.GetName(), link, peer, mac, age, i.GetSessionState(),
+			i.GetRasReceived(), i.GetRasIgnored(), i.GetRasSent(), i.GetRssSent())
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

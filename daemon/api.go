@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fabricd/fabricd/api/fabricdpb"
+	"github.com/fabricd/fabricd/fib"
+	"github.com/fabricd/fabricd/rib"
+)
+
+// apiServer answers fabricctl. Queries read live state from the speaker,
+// the RIB, the FIB writer and discovery; nothing is cached.
+type apiServer struct {
+	fabricdpb.UnimplementedFabricdServer
+	d *Daemon
+}
+
+// uplinkSnapshot is a consistent copy of the uplink table for queries.
+func (d *Daemon) uplinkSnapshot() []*uplink {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ups := make([]*uplink, 0, len(d.uplinks))
+	for _, u := range d.uplinks {
+		ups = append(ups, u)
+	}
+	slices.SortFunc(ups, func(a, b *uplink) int { return int(a.id) - int(b.id) })
+	return ups
+}
+
+func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryRequest) (*fabricdpb.Summary, error) {
+	d := a.d
+	cfg := d.config()
+	peers, err := d.speaker.Peers(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &fabricdpb.Summary{
+		RouterId:       cfg.RouterID.String(),
+		As:             cfg.ASN,
+		RibCount:       uint64(d.rib.Len()),
+		InstalledCount: uint64(d.fib.Stats().Routes.Load() + d.fib.Stats().Blackholes.Load()),
+	}
+	now := time.Now()
+	for _, u := range d.uplinkSnapshot() {
+		p := &fabricdpb.Peer{Interface: u.neighbor.Interface, State: "Idle"}
+		if ps, ok := peers[u.neighbor.Interface]; ok {
+			p.PeerAddress = ps.Addr.String()
+			p.RemoteAs = ps.RemoteAS
+			p.RemoteRouterId = ps.RouterID
+			p.State = ps.State
+			p.MsgRcvd, p.MsgSent = ps.MsgRcvd, ps.MsgSent
+			p.Outq, p.Inq = ps.OutQ, ps.InQ
+			p.PfxRcd, p.PfxSnt = ps.PfxRcd, ps.PfxSnt
+			p.LastReset = ps.LastReset
+			if !ps.Since.IsZero() {
+				p.EverUp = true
+				p.PeerUptimeMsec = now.Sub(ps.Since).Milliseconds()
+			}
+		}
+		out.Peers = append(out.Peers, p)
+	}
+	return out, nil
+}
+
+func (a *apiServer) GetBGPTable(ctx context.Context, _ *fabricdpb.GetBGPTableRequest) (*fabricdpb.BGPTable, error) {
+	d := a.d
+	cfg := d.config()
+	routes, err := d.speaker.Table(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &fabricdpb.BGPTable{RouterId: cfg.RouterID.String(), As: cfg.ASN}
+	for _, r := range routes {
+		installed := d.rib.Best(r.Prefix)
+		br := &fabricdpb.BGPRoute{Prefix: r.Prefix.String()}
+		for _, p := range r.Paths {
+			bp := &fabricdpb.BGPPath{
+				Valid:  true,
+				Best:   p.Best,
+				Stale:  p.Stale,
+				AsPath: p.ASPath,
+				Origin: p.Origin,
+				Med:    p.MED,
+				HasMed: p.HasMED,
+			}
+			if p.PeerID < 0 {
+				bp.NextHop, bp.Source, bp.Weight = "0.0.0.0", "config", 32768
+			} else {
+				bp.NextHop, bp.Peer, bp.Source = p.Interface, p.Interface, "bgp"
+				bp.Multipath = !p.Best && installed.Has(rib.Uplink(p.PeerID))
+			}
+			br.Paths = append(br.Paths, bp)
+		}
+		out.Routes = append(out.Routes, br)
+	}
+	return out, nil
+}
+
+func (a *apiServer) GetInstalledRoutes(ctx context.Context, _ *fabricdpb.GetInstalledRoutesRequest) (*fabricdpb.InstalledRoutes, error) {
+	routes, err := a.d.fib.Installed(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &fabricdpb.InstalledRoutes{}
+	for _, r := range routes {
+		ir := &fabricdpb.InstalledRoute{Prefix: r.Prefix.String(), Blackhole: r.Blackhole, Metric: r.Metric}
+		if !r.Blackhole {
+			ir.Gateway = fib.Gateway.String()
+		}
+		for _, ifi := range r.Ifindexes {
+			ir.Interfaces = append(ir.Interfaces, interfaceName(ifi))
+		}
+		out.Routes = append(out.Routes, ir)
+	}
+	return out, nil
+}
+
+func interfaceName(ifindex int) string {
+	if ifi, err := net.InterfaceByIndex(ifindex); err == nil {
+		return ifi.Name
+	}
+	return "ifindex " + strconv.Itoa(ifindex)
+}
+
+func (a *apiServer) GetInterfaces(ctx context.Context, _ *fabricdpb.GetInterfacesRequest) (*fabricdpb.Interfaces, error) {
+	d := a.d
+	peers, err := d.speaker.Peers(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &fabricdpb.Interfaces{}
+	now := time.Now()
+	for _, u := range d.uplinkSnapshot() {
+		st := u.link.Status()
+		fi := &fabricdpb.Interface{
+			Name:          st.Interface,
+			LinkUp:        st.LinkUp,
+			LastRaAgeMsec: -1,
+			SessionState:  "Idle",
+			RasReceived:   st.RAsReceived,
+			RasIgnored:    st.RAsIgnored,
+			RasSent:       st.RAsSent,
+			RssSent:       st.RSsSent,
+		}
+		if n := st.Neighbor; n != nil {
+			fi.PeerAddress = n.Addr.String()
+			fi.PeerMac = n.MAC.String()
+			if !n.LastRA.IsZero() {
+				fi.LastRaAgeMsec = now.Sub(n.LastRA).Milliseconds()
+			}
+		}
+		if ps, ok := peers[st.Interface]; ok {
+			fi.SessionState = ps.State
+		}
+		out.Interfaces = append(out.Interfaces, fi)
+	}
+	return out, nil
+}
+
+func (a *apiServer) Reload(ctx context.Context, _ *fabricdpb.ReloadRequest) (*fabricdpb.ReloadResponse, error) {
+	changes, err := a.d.Reload(ctx)
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &fabricdpb.ReloadResponse{Changes: changes}, nil
+}
