@@ -63,7 +63,7 @@ type Speaker struct {
 	cfg     Config
 	handler Handler
 	log     *slog.Logger
-	srv     *server.BgpServer
+	srv     *server.BgpServer // set by New; served by Run
 
 	mu sync.RWMutex
 	// peers by interface, and the reverse index used on the hot path.
@@ -83,6 +83,7 @@ type peerState struct {
 // New returns a speaker; Start runs it.
 func New(cfg Config, h Handler) *Speaker {
 	return &Speaker{
+		srv:       newServer(cfg.Logger),
 		cfg:       cfg,
 		handler:   h,
 		log:       cfg.Logger.With("component", "bgp"),
@@ -92,6 +93,15 @@ func New(cfg Config, h Handler) *Speaker {
 	}
 }
 
+func newServer(log *slog.Logger) *server.BgpServer {
+	// GoBGP logs every UPDATE at debug level; keep its records at info
+	// and above even when fabricd itself logs debug.
+	lvl := new(slog.LevelVar)
+	lvl.Set(slog.LevelInfo)
+	gobgpLog := slog.New(minLevel{Handler: log.Handler(), min: lvl}).With("component", "gobgp")
+	return server.NewBgpServer(server.LoggerOption(gobgpLog, lvl))
+}
+
 // exportPolicy is the name of the policy that lets only locally originated
 // routes out: a server must never become transit between its ToRs.
 const exportPolicy = "fabricd-export-local-only"
@@ -99,12 +109,6 @@ const exportPolicy = "fabricd-export-local-only"
 // Run starts the BGP server and blocks until ctx is cancelled, then stops
 // it. ready is closed once peers can be added.
 func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
-	// GoBGP logs every UPDATE at debug level; keep its records at info
-	// and above even when fabricd itself logs debug.
-	lvl := new(slog.LevelVar)
-	lvl.Set(slog.LevelInfo)
-	gobgpLog := slog.New(minLevel{Handler: s.cfg.Logger.Handler(), min: lvl}).With("component", "gobgp")
-	s.srv = server.NewBgpServer(server.LoggerOption(gobgpLog, lvl))
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

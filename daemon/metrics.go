@@ -46,7 +46,10 @@ func newCollector(d *Daemon) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(c, ch)
+	for _, d := range []*prometheus.Desc{c.sessionUp, c.sessionUptime, c.prefixes, c.ribPrefixes, c.fibRoutes,
+		c.fibBlackholes, c.fibOps, c.fibErrors, c.neighborWrites, c.rasReceived, c.rasIgnored, c.linkUp} {
+		ch <- d
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {

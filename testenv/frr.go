@@ -69,7 +69,7 @@ func (f *frrInstance) launch(ctx context.Context) error {
 			// bursts do not overflow it.
 			argv = append(argv, "-s", "90000000")
 		}
-		d, err := startDaemon(name, filepath.Join(f.dir, name+".out"), argv)
+		d, err := startDaemon(name, filepath.Join(f.dir, name+".out"), argv, nil)
 		if err != nil {
 			return err
 		}

@@ -21,7 +21,7 @@ type daemon struct {
 
 // startDaemon starts argv with stdout and stderr appended to logPath. argv is normally
 // `ip netns exec NS PROGRAM ...`; ip execs PROGRAM in place, so the PID is the daemon's.
-func startDaemon(name, logPath string, argv []string) (*daemon, error) {
+func startDaemon(name, logPath string, argv, env []string) (*daemon, error) {
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -29,6 +29,9 @@ func startDaemon(name, logPath string, argv []string) (*daemon, error) {
 	defer f.Close() // the child keeps its own copy of the descriptor
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// A process group of its own: a Ctrl-C in the terminal that runs the demo or go test
 	// then reaches only us, and teardown can stop the daemons in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

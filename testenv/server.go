@@ -133,6 +133,12 @@ func tomlString(s string) string {
 // logging to <Dir>/<name>/frr.log; Start returns once they have loaded their configs,
 // and extraArgs must be empty.
 func (s *Server) Start(ctx context.Context, extraArgs ...string) error {
+	return s.StartEnv(ctx, nil, extraArgs...)
+}
+
+// StartEnv is Start with extra environment variables ("NAME=value") for
+// fabricd, such as NOTIFY_SOCKET for a systemd notify test.
+func (s *Server) StartEnv(ctx context.Context, env []string, extraArgs ...string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lab.mu.Lock()
@@ -173,7 +179,7 @@ func (s *Server) Start(ctx context.Context, extraArgs ...string) error {
 		return fmt.Errorf("starting fabricd on %s: %w", s.spec.Name, err)
 	}
 	argv := append([]string{"ip", "netns", "exec", s.Namespace(), bin, "--config", s.ConfigPath()}, extraArgs...)
-	d, err := startDaemon("fabricd", s.LogPath(), argv)
+	d, err := startDaemon("fabricd", s.LogPath(), argv, env)
 	if err != nil {
 		return fmt.Errorf("on %s: %w", s.spec.Name, err)
 	}

@@ -1,0 +1,180 @@
+// Package e2e runs fabricd against real FRR in network namespaces and
+// checks the real kernel tables. It needs root, Debian's frr and iproute2;
+// without them every test skips.
+//
+// One lab with the seed's topology is shared by the tests of this package
+// (building one takes seconds); each test leaves it converged as it found
+// it.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fabricd/fabricd/testenv"
+)
+
+var (
+	binDir string // fabricd and fabricctl built for this run
+
+	seedOnce sync.Once
+	seed     *testenv.Lab
+	seedErr  error
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if reason := skipReason(); reason != "" {
+		fmt.Println("e2e: skipping:", reason)
+		return m.Run() // every test calls needLab and skips
+	}
+	dir, err := os.MkdirTemp("", "fabricd-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	for _, cmd := range []string{"fabricd", "fabricctl"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "github.com/fabricd/fabricd/cmd/"+cmd)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", cmd, err, out)
+			return 1
+		}
+	}
+	binDir = dir
+	code := m.Run()
+	if seed != nil {
+		if err := seed.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "closing lab:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func skipReason() string {
+	if os.Geteuid() != 0 {
+		return "needs root"
+	}
+	if _, err := os.Stat("/usr/lib/frr/bgpd"); err != nil {
+		return "needs Debian's frr package"
+	}
+	return ""
+}
+
+func bin(name string) string { return filepath.Join(binDir, name) }
+
+// seedLab returns the shared lab with every server's fabricd running and
+// the fabric converged.
+func seedLab(t *testing.T) *testenv.Lab {
+	t.Helper()
+	if r := skipReason(); r != "" {
+		t.Skip(r)
+	}
+	seedOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		seed, seedErr = testenv.New(ctx, testenv.Options{
+			Role:          testenv.RoleFabricd,
+			FabricdBinary: bin("fabricd"),
+			Logf:          func(f string, a ...any) { fmt.Printf("lab: "+f+"\n", a...) },
+		})
+		if seedErr != nil {
+			return
+		}
+		if seedErr = seed.StartServers(ctx); seedErr != nil {
+			return
+		}
+		seedErr = seed.WaitConverged(ctx, 30*time.Second)
+	})
+	if seedErr != nil {
+		if seed != nil {
+			dumpLogs(t, seed)
+		}
+		t.Fatalf("seed lab: %v", seedErr)
+	}
+	return seed
+}
+
+// dumpLogs attaches every daemon's log to a failing test.
+func dumpLogs(t *testing.T, lab *testenv.Lab) {
+	t.Helper()
+	for _, s := range lab.Servers() {
+		t.Logf("---- %s log (tail) ----\n%s", s.Name(), tail(s.Log(), 60))
+	}
+	t.Logf("---- ToR log (tail) ----\n%s", tail(lab.ToR(0).Log(), 40))
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// logOnFailure dumps the lab's logs if the test fails.
+func logOnFailure(t *testing.T, lab *testenv.Lab) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, lab)
+		}
+	})
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fabricctl runs fabricctl in server s's namespace against its socket.
+func fabricctl(ctx context.Context, s *testenv.Server, args ...string) (string, error) {
+	argv := append([]string{"--socket", s.SocketPath()}, args...)
+	out, err := s.Exec(ctx, bin("fabricctl"), argv...)
+	return out, err
+}
+
+// bgpRoutes returns the `ip route` lines of proto bgp in s's main table,
+// with the protocol printed (iproute2 omits it when filtering by it).
+func kernelLines(ctx context.Context, s interface {
+	Exec(context.Context, string, ...string) (string, error)
+}, args ...string) ([]string, error) {
+	out, err := s.Exec(ctx, "ip", args...)
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimRight(l, " "); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines, nil
+}
+
+// bgpRouteLines returns the main-table lines fabricd owns ("proto bgp").
+func bgpRouteLines(ctx context.Context, s *testenv.Server) ([]string, error) {
+	all, err := kernelLines(ctx, s, "-4", "route", "show")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range all {
+		if strings.Contains(l, " proto bgp ") {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
