@@ -1,0 +1,75 @@
+# fabricd's build, test, demo and install targets. Run as root for demo,
+# test and install: the lab uses network namespaces and FRR.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR ?= $(PREFIX)/sbin
+BINDIR  ?= $(PREFIX)/bin
+UNITDIR ?= /etc/systemd/system
+CONFDIR ?= /etc/fabricd
+COMPDIR ?= $(PREFIX)/share/bash-completion/completions
+
+GO      ?= go
+GOFLAGS ?=
+export CGO_ENABLED = 0
+
+# Debian packages the lab and the tests need.
+DEB_PACKAGES = frr iproute2 iputils-ping curl util-linux procps
+
+.PHONY: all build deps demo test unit e2e fuzz bench proto install uninstall clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS) -trimpath -o bin/ ./cmd/fabricd ./cmd/fabricctl
+
+# Installs missing Debian packages (needs root and apt).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "Go is needed (https://go.dev/dl/); this machine has none on PATH"; exit 1; }
+
+# The seed's topology in namespaces: FRR as the ToR, fabricd on c1..c3.
+demo: deps build
+	$(GO) run ./testenv/cmd/fabricd-lab demo --fabricd $(CURDIR)/bin/fabricd
+
+# Everything CI runs: vet, unit tests with the race detector, the
+# end-to-end tests against FRR, and a short fuzzing pass.
+test: deps unit e2e fuzz
+
+unit:
+	$(GO) vet ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /testenv)
+
+e2e:
+	CGO_ENABLED=1 $(GO) test -count=1 -timeout 20m ./testenv/...
+
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config
+
+proto:
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I api \
+		--go_out=api/fabricdpb --go_opt=paths=source_relative \
+		--go-grpc_out=api/fabricdpb --go-grpc_opt=paths=source_relative \
+		api/fabricd.proto
+
+install: build
+	install -D -m 0755 bin/fabricd $(DESTDIR)$(SBINDIR)/fabricd
+	install -D -m 0755 bin/fabricctl $(DESTDIR)$(BINDIR)/fabricctl
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(COMPDIR)
+	sed 's|/usr/local/sbin/fabricd|$(SBINDIR)/fabricd|g' dist/fabricd.service > $(DESTDIR)$(UNITDIR)/fabricd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/fabricd.service
+	install -D -m 0644 dist/fabricd.toml $(DESTDIR)$(CONFDIR)/fabricd.toml.example
+	[ -e $(DESTDIR)$(CONFDIR)/fabricd.toml ] || install -m 0644 dist/fabricd.toml $(DESTDIR)$(CONFDIR)/fabricd.toml
+	bin/fabricctl completion bash > $(DESTDIR)$(COMPDIR)/fabricctl
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/fabricd $(DESTDIR)$(BINDIR)/fabricctl $(DESTDIR)$(UNITDIR)/fabricd.service \
+		$(DESTDIR)$(CONFDIR)/fabricd.toml.example $(DESTDIR)$(COMPDIR)/fabricctl
+
+clean:
+	rm -rf bin
