@@ -261,9 +261,15 @@ func (d *Daemon) startUplink(ctx context.Context, id rib.Uplink, n config.Neighb
 	u := &uplink{
 		id:       id,
 		neighbor: n,
-		link:     unnumbered.NewLink(unnumbered.Config{Interface: n.Interface, Logger: d.log.With("component", "unnumbered", "interface", n.Interface)}),
-		cancel:   cancel,
-		done:     make(chan struct{}),
+		link: unnumbered.NewLink(unnumbered.Config{
+			Interface: n.Interface,
+			Logger:    d.log.With("component", "unnumbered", "interface", n.Interface),
+			// Our RAs make the ToR connect; hold them until the peer is
+			// configured here, or the connection would be refused.
+			DeferAdvertisements: true,
+		}),
+		cancel: cancel,
+		done:   make(chan struct{}),
 	}
 	d.mu.Lock()
 	d.uplinks[n.Interface] = u
@@ -448,7 +454,9 @@ func (d *Daemon) onDiscovery(ctx context.Context, ev unnumbered.Event) {
 		err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Interface: ev.Interface, Addr: n.Addr, RemoteAS: remoteAS})
 		if err != nil {
 			log.Error("configuring BGP peer", "err", err)
+			return
 		}
+		u.link.Advertise()
 	case unnumbered.NeighborDown:
 		// The ToR stopped advertising itself. The BGP hold timer decides
 		// whether the session is gone; discovery will report a new ToR.
