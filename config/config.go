@@ -121,7 +121,13 @@ type Metrics struct {
 type FIB struct {
 	// Metric is the kernel route priority of installed routes.
 	Metric uint32
+	// NexthopObjects makes routes point at kernel nexthop objects (one
+	// per uplink set) where the kernel has them, as FRR 8 does.
+	NexthopObjects bool
 }
+
+// MaxNeighbors is how many uplinks one fabricd serves.
+const MaxNeighbors = 16
 
 // Load reads and validates the configuration at path.
 func Load(path string) (*Config, error) {
@@ -226,7 +232,8 @@ type rawMetrics struct {
 }
 
 type rawFIB struct {
-	Metric any `toml:"metric"`
+	Metric         any `toml:"metric"`
+	NexthopObjects any `toml:"nexthop-objects"`
 }
 
 type validator struct {
@@ -264,6 +271,10 @@ func (v *validator) config(raw *rawConfig) *Config {
 
 	cfg.BGP = v.bgp(&raw.BGP)
 
+	if len(raw.Neighbor) > MaxNeighbors {
+		v.errorf(indexed("neighbor", MaxNeighbors, "interface"), "at most %d neighbors are supported", MaxNeighbors)
+		raw.Neighbor = raw.Neighbor[:MaxNeighbors]
+	}
 	seen := map[string]int{}
 	for i, rn := range raw.Neighbor {
 		n := v.neighbor(i, &rn)
@@ -324,6 +335,7 @@ func (v *validator) config(raw *rawConfig) *Config {
 			cfg.FIB.Metric = uint32(n)
 		}
 	}
+	cfg.FIB.NexthopObjects = v.optBool("fib.nexthop-objects", raw.FIB.NexthopObjects, true)
 	return cfg
 }
 
@@ -411,15 +423,7 @@ func (v *validator) announce(i int, raw *rawAnnounce) (Announce, bool) {
 		return a, false
 	}
 	a.Prefix = p
-	if raw.Blackhole != nil {
-		bkey := indexed("announce", i, "blackhole")
-		b, ok := raw.Blackhole.(bool)
-		if !ok {
-			v.errorf(bkey, "must be true or false, not %s", describe(raw.Blackhole))
-			return a, false
-		}
-		a.Blackhole = b
-	}
+	a.Blackhole = v.optBool(indexed("announce", i, "blackhole"), raw.Blackhole, false)
 	return a, true
 }
 
@@ -484,6 +488,19 @@ func (v *validator) str(key string, val any) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// optBool validates an optional boolean, returning def when absent or bad.
+func (v *validator) optBool(key string, val any, def bool) bool {
+	if val == nil {
+		return def
+	}
+	b, ok := val.(bool)
+	if !ok {
+		v.errorf(key, "must be true or false, not %s", describe(val))
+		return def
+	}
+	return b
 }
 
 // optStr validates an optional string; ok is false when it is absent or bad.

@@ -113,7 +113,11 @@ func New(opts Options) *Daemon {
 		ready:    make(chan struct{}),
 		uplinks:  make(map[string]*uplink),
 	}
-	d.fib = fib.NewWriter(opts.Kernel, d.rib, cfg.FIB.Metric, log.With("component", "fib"))
+	d.fib = fib.NewWriter(opts.Kernel, d.rib, fib.Options{
+		Metric:         cfg.FIB.Metric,
+		InlineNexthops: !cfg.FIB.NexthopObjects,
+		Logger:         log.With("component", "fib"),
+	})
 	d.speaker = bgp.New(bgp.Config{
 		ASN:          cfg.ASN,
 		RouterID:     cfg.RouterID,

@@ -3,6 +3,7 @@ package fib
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 
 	"golang.org/x/sys/unix"
 )
@@ -10,18 +11,32 @@ import (
 // The encoders append whole netlink messages to a buffer without per-field
 // allocations: they sit on the route-install hot path.
 
+// rtaNHID is RTA_NH_ID (Linux 5.3), which x/sys/unix lacks.
+const rtaNHID = 30
+
+// appendMsg appends the netlink message for op.
+func appendMsg(b []byte, op Op, seq uint32, flags int) []byte {
+	if op.Nexthop != nil {
+		return appendNexthopMsg(b, op, seq, flags)
+	}
+	return appendRouteMsg(b, op, seq, flags)
+}
+
+// opFlags returns the netlink message type and flags for op.
+func opFlags(kind OpKind, newType, delType uint16, flags int) (uint16, int) {
+	switch kind {
+	case OpAdd:
+		return newType, flags | unix.NLM_F_CREATE | unix.NLM_F_EXCL
+	case OpReplace:
+		return newType, flags | unix.NLM_F_CREATE | unix.NLM_F_REPLACE
+	}
+	return delType, flags
+}
+
 // appendRouteMsg appends the RTM_NEWROUTE or RTM_DELROUTE message for op.
 func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 	r := op.Route
-	typ := uint16(unix.RTM_NEWROUTE)
-	switch op.Kind {
-	case OpAdd:
-		flags |= unix.NLM_F_CREATE | unix.NLM_F_EXCL
-	case OpReplace:
-		flags |= unix.NLM_F_CREATE | unix.NLM_F_REPLACE
-	case OpDelete:
-		typ = unix.RTM_DELROUTE
-	}
+	typ, flags := opFlags(op.Kind, unix.RTM_NEWROUTE, unix.RTM_DELROUTE, flags)
 	start := len(b)
 	b = appendNlMsghdr(b, typ, flags, seq)
 
@@ -34,7 +49,7 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 		rtType, scope = unix.RTN_UNSPEC, unix.RT_SCOPE_NOWHERE
 	case r.Blackhole:
 		rtType = unix.RTN_BLACKHOLE
-	case len(r.Ifindexes) == 1:
+	case r.NexthopID == 0 && len(r.Ifindexes) == 1:
 		rtFlags = unix.RTNH_F_ONLINK
 	}
 	b = append(b, unix.AF_INET, byte(r.Prefix.Bits()), 0, 0,
@@ -45,7 +60,11 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 	b = appendAttr(b, unix.RTA_DST, dst[:])
 	b = appendAttrU32(b, unix.RTA_PRIORITY, r.Metric)
 
-	if op.Kind != OpDelete && !r.Blackhole {
+	switch {
+	case op.Kind == OpDelete || r.Blackhole:
+	case r.NexthopID != 0:
+		b = appendAttrU32(b, rtaNHID, r.NexthopID)
+	default:
 		gw := Gateway.As4()
 		if len(r.Ifindexes) == 1 {
 			b = appendAttr(b, unix.RTA_GATEWAY, gw[:])
@@ -61,6 +80,43 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 				b = binary.NativeEndian.AppendUint32(b, uint32(ifi))
 				b = appendAttr(b, unix.RTA_GATEWAY, gw[:])
 			}
+		}
+	}
+	return finishMsg(b, start)
+}
+
+// appendNexthopMsg appends an RTM_NEWNEXTHOP/RTM_DELNEXTHOP message: a
+// single "via 169.254.0.1 dev IF onlink" next hop, or a multipath group.
+func appendNexthopMsg(b []byte, op Op, seq uint32, flags int) []byte {
+	nh := op.Nexthop
+	typ, flags := opFlags(op.Kind, unix.RTM_NEWNEXTHOP, unix.RTM_DELNEXTHOP, flags)
+	start := len(b)
+	b = appendNlMsghdr(b, typ, flags, seq)
+	// struct nhmsg: family, scope, protocol, reserved, flags
+	// A delete must leave protocol and flags zero: the kernel refuses
+	// "invalid values in header" otherwise.
+	family, proto, nhFlags := byte(unix.AF_UNSPEC), byte(0), uint32(0)
+	if op.Kind != OpDelete {
+		proto = ProtoBGP
+		if nh.Group == nil {
+			family, nhFlags = unix.AF_INET, unix.RTNH_F_ONLINK
+		}
+	}
+	b = append(b, family, 0, proto, 0)
+	b = binary.NativeEndian.AppendUint32(b, nhFlags)
+	b = appendAttrU32(b, unix.NHA_ID, nh.ID)
+	if op.Kind != OpDelete {
+		if nh.Group != nil {
+			// struct nexthop_grp: id, weight-1, reserved x3
+			b = appendAttrHeader(b, unix.NHA_GROUP, 8*len(nh.Group))
+			for _, id := range nh.Group {
+				b = binary.NativeEndian.AppendUint32(b, id)
+				b = append(b, 0, 0, 0, 0)
+			}
+		} else {
+			gw := Gateway.As4()
+			b = appendAttrU32(b, unix.NHA_OIF, uint32(nh.Ifindex))
+			b = appendAttr(b, unix.NHA_GATEWAY, gw[:])
 		}
 	}
 	return finishMsg(b, start)
@@ -121,4 +177,108 @@ func appendAttr(b []byte, typ uint16, data []byte) []byte {
 func appendAttrU32(b []byte, typ uint16, v uint32) []byte {
 	b = appendAttrHeader(b, typ, 4)
 	return binary.NativeEndian.AppendUint32(b, v)
+}
+
+// parseRoute decodes an RTM_NEWROUTE payload; ok is false for routes that
+// are not IPv4 main-table routes of protocol ProtoBGP, and for garbage.
+func parseRoute(data []byte) (r Route, ok bool) {
+	if len(data) < unix.SizeofRtMsg {
+		return r, false
+	}
+	family, dstLen, table, proto, typ := data[0], int(data[1]), data[4], data[5], data[7]
+	if family != unix.AF_INET || proto != ProtoBGP || dstLen > 32 {
+		return r, false
+	}
+	r.Blackhole = typ == unix.RTN_BLACKHOLE
+	var dst [4]byte
+	tableID := uint32(table)
+	for attr := range attrs(data[unix.SizeofRtMsg:]) {
+		switch attr.typ {
+		case unix.RTA_DST:
+			if len(attr.data) != 4 {
+				return r, false
+			}
+			copy(dst[:], attr.data)
+		case unix.RTA_TABLE:
+			if len(attr.data) == 4 {
+				tableID = binary.NativeEndian.Uint32(attr.data)
+			}
+		case unix.RTA_PRIORITY:
+			if len(attr.data) == 4 {
+				r.Metric = binary.NativeEndian.Uint32(attr.data)
+			}
+		case rtaNHID:
+			if len(attr.data) == 4 {
+				r.NexthopID = binary.NativeEndian.Uint32(attr.data)
+			}
+		case unix.RTA_OIF:
+			if len(attr.data) == 4 {
+				r.Ifindexes = append(r.Ifindexes, int(binary.NativeEndian.Uint32(attr.data)))
+			}
+		case unix.RTA_MULTIPATH:
+			for b := attr.data; len(b) >= unix.SizeofRtNexthop; {
+				l := int(binary.NativeEndian.Uint16(b))
+				if l < unix.SizeofRtNexthop || l > len(b) {
+					break
+				}
+				r.Ifindexes = append(r.Ifindexes, int(int32(binary.NativeEndian.Uint32(b[4:]))))
+				b = b[rtaAlign(l):]
+			}
+		}
+	}
+	if tableID != unix.RT_TABLE_MAIN {
+		return r, false
+	}
+	r.Prefix = netip.PrefixFrom(netip.AddrFrom4(dst), dstLen)
+	return r, true
+}
+
+// parseNexthop decodes an RTM_NEWNEXTHOP payload.
+func parseNexthop(data []byte) (nh Nexthop, ok bool) {
+	const sizeofNhmsg = 8
+	if len(data) < sizeofNhmsg {
+		return nh, false
+	}
+	for attr := range attrs(data[sizeofNhmsg:]) {
+		switch attr.typ {
+		case unix.NHA_ID:
+			if len(attr.data) == 4 {
+				nh.ID = binary.NativeEndian.Uint32(attr.data)
+			}
+		case unix.NHA_OIF:
+			if len(attr.data) == 4 {
+				nh.Ifindex = int(binary.NativeEndian.Uint32(attr.data))
+			}
+		case unix.NHA_GROUP:
+			for b := attr.data; len(b) >= 8; b = b[8:] {
+				nh.Group = append(nh.Group, binary.NativeEndian.Uint32(b))
+			}
+		}
+	}
+	return nh, nh.ID != 0
+}
+
+type rtattr struct {
+	typ  uint16
+	data []byte
+}
+
+// attrs iterates over netlink attributes, stopping at the first malformed one.
+func attrs(b []byte) func(func(rtattr) bool) {
+	return func(yield func(rtattr) bool) {
+		for len(b) >= unix.SizeofRtAttr {
+			l := int(binary.NativeEndian.Uint16(b))
+			if l < unix.SizeofRtAttr || l > len(b) {
+				return
+			}
+			// The top bits of the type are flags (nested, byte order).
+			if !yield(rtattr{typ: binary.NativeEndian.Uint16(b[2:]) & 0x3fff, data: b[unix.SizeofRtAttr:l]}) {
+				return
+			}
+			if rtaAlign(l) >= len(b) {
+				return
+			}
+			b = b[rtaAlign(l):]
+		}
+	}
 }

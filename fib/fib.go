@@ -2,10 +2,16 @@
 //
 // A single Writer goroutine owns every kernel change. It turns the desired
 // state (best paths from package rib, usable uplinks, configured blackholes)
-// into the smallest set of route operations, compares against what it
-// installed, and hands them to the Kernel in batches. It only ever adds,
-// replaces or deletes routes of its own protocol, and the one neighbour
-// entry (169.254.0.1) per uplink that its routes need.
+// into the smallest set of operations, compares against what it installed,
+// and hands them to the Kernel in batches. It only ever adds, replaces or
+// deletes routes of its own protocol, nexthop objects in its own ID range,
+// and the one neighbour entry (169.254.0.1) per uplink that its routes need.
+//
+// Where the kernel has nexthop objects (Linux 5.3+), as FRR 8 uses them,
+// routes point at an object per uplink set: one per uplink, one group per
+// ECMP set. An uplink change then rewrites one object instead of every
+// route, and the kernel itself drops an uplink's next hops the moment it
+// loses carrier. Elsewhere routes carry their next hops inline.
 package fib
 
 import (
@@ -23,9 +29,9 @@ import (
 	"github.com/fabricd/fabricd/rib"
 )
 
-// Writer is the FIB's single writer. Methods other than Run, Flush and
-// SweepStale may be called from any goroutine; they are executed in order
-// by Run's loop.
+// Writer is the FIB's single writer. Methods other than Run, Adopt, Flush
+// may be called from any goroutine; they are executed in order by Run's
+// loop.
 type Writer struct {
 	kernel Kernel
 	rib    *rib.RIB
@@ -39,8 +45,9 @@ type Writer struct {
 	// usable is the set of uplinks routes may point at: known interface,
 	// known ToR MAC, carrier up.
 	usable rib.NexthopSet
-	// installed is every learned route in the kernel with the uplinks it
-	// uses (already masked by usable).
+	// installed is every learned route in the kernel with the uplink set
+	// it was written for: the best paths' uplinks, and with nexthop
+	// objects the set whose object the route points at.
 	installed map[netip.Prefix]rib.NexthopSet
 	// blackholes are the configured blackholes; installedBlackholes those
 	// in the kernel.
@@ -50,6 +57,16 @@ type Writer struct {
 	// (left by an earlier run) and not rewritten since. They keep
 	// forwarding until SweepStale, so a restart does not drop traffic.
 	adopted map[netip.Prefix]struct{}
+
+	// Nexthop objects; objects is false when routes carry inline next hops.
+	objects bool
+	// nexthops are the uplinks whose nexthop object exists.
+	nexthops rib.NexthopSet
+	// groups are the ECMP group objects by uplink set.
+	groups map[rib.NexthopSet]*group
+	// adoptedNexthops are objects an earlier run left.
+	adoptedNexthops map[uint32]struct{}
+
 	changes []rib.Change
 	ops     []Op
 
@@ -60,41 +77,73 @@ type uplink struct {
 	name    string
 	ifindex int
 	mac     net.HardwareAddr
-	up      bool
+}
+
+// group is an ECMP nexthop group for a set of uplinks.
+type group struct {
+	members rib.NexthopSet // what the kernel object holds: the set's usable uplinks
+	refs    int            // routes pointing at it
 }
 
 // Stats are counters safe to read from any goroutine.
 type Stats struct {
 	Routes         atomic.Int64 // learned routes in the kernel
 	Blackholes     atomic.Int64
-	Ops            atomic.Uint64 // route operations attempted
-	Errors         atomic.Uint64 // route operations the kernel refused
+	Ops            atomic.Uint64 // kernel operations attempted
+	Errors         atomic.Uint64 // kernel operations refused
 	NeighborWrites atomic.Uint64
 }
 
-// NewWriter returns a writer that installs r's best paths through k with
-// the given route metric.
-func NewWriter(k Kernel, r *rib.RIB, metric uint32, log *slog.Logger) *Writer {
+// Options tune a Writer.
+type Options struct {
+	Metric uint32
+	// InlineNexthops writes every route with its own next hops even where
+	// the kernel has nexthop objects.
+	InlineNexthops bool
+	Logger         *slog.Logger
+}
+
+// NewWriter returns a writer that installs r's best paths through k.
+func NewWriter(k Kernel, r *rib.RIB, opts Options) *Writer {
 	return &Writer{
 		kernel:              k,
 		rib:                 r,
-		metric:              metric,
-		log:                 log,
+		metric:              opts.Metric,
+		log:                 opts.Logger,
+		objects:             !opts.InlineNexthops,
 		cmds:                make(chan func(), 64),
 		installed:           make(map[netip.Prefix]rib.NexthopSet),
 		blackholes:          make(map[netip.Prefix]struct{}),
 		installedBlackholes: make(map[netip.Prefix]struct{}),
 		adopted:             make(map[netip.Prefix]struct{}),
+		groups:              make(map[rib.NexthopSet]*group),
+		adoptedNexthops:     make(map[uint32]struct{}),
 	}
 }
 
 // Stats returns the writer's counters.
 func (w *Writer) Stats() *Stats { return &w.stats }
 
-// Adopt reads the routes an earlier run left in the kernel. Call it once
-// before Run. They stay in place (no traffic is dropped) until they are
-// rewritten or SweepStale removes them.
+// NexthopObjects reports whether routes point at kernel nexthop objects.
+// Valid after Adopt.
+func (w *Writer) NexthopObjects() bool { return w.objects }
+
+// Adopt reads the routes and nexthop objects an earlier run left in the
+// kernel, and finds out whether the kernel has nexthop objects. Call it
+// once before Run. What it finds stays in place (no traffic is dropped)
+// until it is rewritten or SweepStale removes it.
 func (w *Writer) Adopt() (int, error) {
+	nhs, ok, err := w.kernel.Nexthops()
+	if err != nil {
+		return 0, fmt.Errorf("listing leftover nexthop objects: %w", err)
+	}
+	if !ok && w.objects {
+		w.log.Info("the kernel has no nexthop objects; routes carry their next hops inline")
+	}
+	w.objects = w.objects && ok
+	for _, nh := range nhs {
+		w.adoptedNexthops[nh.ID] = struct{}{}
+	}
 	routes, err := w.kernel.Routes()
 	if err != nil {
 		return 0, fmt.Errorf("listing leftover routes: %w", err)
@@ -151,15 +200,15 @@ func (w *Writer) SetUplink(ctx context.Context, u rib.Uplink, name string, ifind
 	mac = slices.Clone(mac)
 	return w.exec(ctx, func() {
 		old := w.uplinks[u]
-		w.uplinks[u] = uplink{name: name, ifindex: ifindex, mac: mac, up: true}
+		w.uplinks[u] = uplink{name: name, ifindex: ifindex, mac: mac}
 		if err := w.kernel.SetNeighbor(Neighbor{Ifindex: ifindex, MAC: mac}); err != nil {
-			w.log.Error("writing neighbour entry", "uplink", name, "gateway", Gateway, "mac", mac, "err", err)
+			w.log.Error("writing neighbour entry", "uplink", name, "gateway", Gateway, "mac", mac.String(), "err", err)
 		} else {
 			w.stats.NeighborWrites.Add(1)
 		}
 		if old.ifindex != 0 && old.ifindex != ifindex {
-			// The interface was recreated: routes naming the old index
-			// must move, as if the uplink had gone and come back.
+			// The interface was recreated: what names the old index must
+			// move, as if the uplink had gone and come back.
 			w.setUsable(u, false)
 		}
 		w.setUsable(u, true)
@@ -170,10 +219,7 @@ func (w *Writer) SetUplink(ctx context.Context, u rib.Uplink, name string, ifind
 // to notice: used on carrier loss. The neighbour entry stays so that the
 // uplink is usable again as soon as SetUplink is called.
 func (w *Writer) UplinkDown(ctx context.Context, u rib.Uplink) error {
-	return w.exec(ctx, func() {
-		w.uplinks[u].up = false
-		w.setUsable(u, false)
-	})
+	return w.exec(ctx, func() { w.setUsable(u, false) })
 }
 
 // RemoveUplink forgets u entirely (it was removed from the config): its
@@ -192,7 +238,7 @@ func (w *Writer) RemoveUplink(ctx context.Context, u rib.Uplink) error {
 func (w *Writer) CheckNeighbor(ctx context.Context, u rib.Uplink) error {
 	return w.exec(ctx, func() {
 		up := w.uplinks[u]
-		if !up.up || up.ifindex == 0 {
+		if !w.usable.Has(u) {
 			return
 		}
 		mac, permanent, ok, err := w.kernel.LookupNeighbor(up.ifindex)
@@ -204,7 +250,7 @@ func (w *Writer) CheckNeighbor(ctx context.Context, u rib.Uplink) error {
 			return
 		}
 		w.log.Warn("neighbour entry for the gateway was changed by someone else; restoring it",
-			"uplink", up.name, "gateway", Gateway, "found", mac, "permanent", permanent, "present", ok, "want", up.mac)
+			"uplink", up.name, "gateway", Gateway, "found", mac.String(), "permanent", permanent, "present", ok, "want", up.mac.String())
 		if err := w.kernel.SetNeighbor(Neighbor{Ifindex: up.ifindex, MAC: up.mac}); err != nil {
 			w.log.Error("restoring neighbour entry", "uplink", up.name, "err", err)
 			return
@@ -225,7 +271,7 @@ func (w *Writer) SetBlackholes(ctx context.Context, prefixes []netip.Prefix) err
 		for p := range w.installedBlackholes {
 			if _, ok := want[p]; !ok {
 				removed = append(removed, p)
-				w.ops = append(w.ops, Op{Kind: OpDelete, Route: Route{Prefix: p, Metric: w.metric, Blackhole: true}})
+				w.ops = append(w.ops, w.blackholeOp(OpDelete, p))
 			}
 		}
 		for p := range want {
@@ -237,7 +283,7 @@ func (w *Writer) SetBlackholes(ctx context.Context, prefixes []netip.Prefix) err
 			if _, ok := w.installed[p]; ok {
 				w.ops = append(w.ops, w.deleteOp(p))
 			}
-			w.ops = append(w.ops, Op{Kind: w.addKind(p), Route: Route{Prefix: p, Metric: w.metric, Blackhole: true}})
+			w.ops = append(w.ops, w.blackholeOp(w.addKind(p), p))
 		}
 		w.blackholes = want
 		w.apply()
@@ -250,12 +296,15 @@ func (w *Writer) SetBlackholes(ctx context.Context, prefixes []netip.Prefix) err
 	})
 }
 
-// Installed returns the kernel routes the writer owns, sorted by prefix.
+// Installed returns the kernel routes the writer owns, sorted by prefix,
+// with the uplinks each one uses now.
 func (w *Writer) Installed(ctx context.Context) ([]Route, error) {
 	var routes []Route
 	err := w.query(ctx, func() {
 		for p, set := range w.installed {
-			routes = append(routes, w.route(p, set))
+			r := w.route(p, set)
+			r.Ifindexes = w.ifindexes(set & w.usable)
+			routes = append(routes, r)
 		}
 		for p := range w.installedBlackholes {
 			routes = append(routes, Route{Prefix: p, Metric: w.metric, Blackhole: true})
@@ -265,29 +314,45 @@ func (w *Writer) Installed(ctx context.Context) ([]Route, error) {
 	return routes, err
 }
 
-// Flush removes every route and neighbour entry the writer installed or
-// adopted. Call it only after Run has returned, for a deliberate stop.
+// Flush removes every route, nexthop object and neighbour entry the writer
+// installed or adopted. Call it only after Run has returned, for a
+// deliberate stop.
 func (w *Writer) Flush() error {
 	w.ops = w.ops[:0]
-	for p := range w.installed {
-		w.ops = append(w.ops, w.deleteOp(p))
-	}
 	for p := range w.installedBlackholes {
-		w.ops = append(w.ops, Op{Kind: OpDelete, Route: Route{Prefix: p, Metric: w.metric, Blackhole: true}})
+		w.ops = append(w.ops, w.blackholeOp(OpDelete, p))
 	}
 	for p := range w.adopted {
 		w.ops = append(w.ops, w.deleteOp(p))
 	}
+	if w.objects {
+		// Deleting an object deletes the routes that point at it: a few
+		// operations instead of one per route.
+		for set := range w.groups {
+			w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: groupID(set)}))
+		}
+		for _, u := range w.nexthops.Uplinks() {
+			w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u)}))
+		}
+		for id := range w.adoptedNexthops {
+			w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: id}))
+		}
+	} else {
+		for p := range w.installed {
+			w.ops = append(w.ops, w.deleteOp(p))
+		}
+	}
 	err := w.apply()
+	clear(w.installed)
 	for u := range w.uplinks {
 		w.deleteNeighbor(rib.Uplink(u))
 	}
 	return err
 }
 
-// SweepStale deletes adopted routes that nothing rewrote: what an earlier
-// run installed and the peers no longer send. Call it once every peer has
-// sent End-of-RIB, or when the stale timer expires.
+// SweepStale deletes what an earlier run left and nothing rewrote: routes
+// the peers no longer send and nexthop objects nothing uses. Call it once
+// every peer has sent End-of-RIB, or when the stale timer expires.
 func (w *Writer) SweepStale(ctx context.Context) error {
 	return w.exec(ctx, func() {
 		w.ops = w.ops[:0]
@@ -297,9 +362,30 @@ func (w *Writer) SweepStale(ctx context.Context) error {
 		if n := len(w.ops); n > 0 {
 			w.log.Info("removing stale routes left by an earlier run", "routes", n)
 		}
+		for id := range w.adoptedNexthops {
+			if !w.liveNexthop(id) {
+				w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: id}))
+			}
+		}
 		w.apply()
 		clear(w.adopted)
+		clear(w.adoptedNexthops)
 	})
+}
+
+// liveNexthop reports whether id is an object the writer uses now.
+func (w *Writer) liveNexthop(id uint32) bool {
+	for _, u := range w.nexthops.Uplinks() {
+		if nexthopID(u) == id {
+			return true
+		}
+	}
+	for set := range w.groups {
+		if groupID(set) == id {
+			return true
+		}
+	}
+	return false
 }
 
 // syncChanged applies what the RIB reports as changed.
@@ -318,20 +404,21 @@ func (w *Writer) syncChanged() {
 	w.log.Debug("fib batch applied", "changes", len(w.changes), "ops", n, "duration", time.Since(start))
 }
 
-// setUsable changes whether uplink u may carry routes and rewrites the
-// routes affected.
+// setUsable changes whether uplink u may carry routes and rewrites what is
+// affected.
 func (w *Writer) setUsable(u rib.Uplink, usable bool) {
-	if w.usable.Has(u) == usable {
-		return
-	}
 	if usable {
 		w.usable |= rib.Of(u)
 	} else {
 		w.usable &^= rib.Of(u)
 	}
+	if w.objects {
+		w.setUsableObjects(u, usable)
+		return
+	}
 	w.ops = w.ops[:0]
 	if usable {
-		// Every prefix whose best paths include u may gain a nexthop.
+		// Every prefix whose best paths include u may gain a next hop.
 		w.rib.ForEach(func(p netip.Prefix, best rib.NexthopSet) {
 			if best.Has(u) {
 				w.ops = w.appendSync(w.ops, p, best)
@@ -347,8 +434,45 @@ func (w *Writer) setUsable(u rib.Uplink, usable bool) {
 	w.apply()
 }
 
-// appendSync appends the op that makes the kernel's route for p match best
-// (masked by the usable uplinks), if any is needed.
+// setUsableObjects is setUsable with nexthop objects: one object
+// operation, plus per-route operations only for routes that appear or
+// disappear entirely.
+func (w *Writer) setUsableObjects(u rib.Uplink, usable bool) {
+	w.ops = w.ops[:0]
+	if !usable {
+		if !w.nexthops.Has(u) {
+			return
+		}
+		// The kernel removes the object from every group, deletes groups
+		// left empty and every route pointing at a deleted object. (On
+		// carrier loss it has usually done so already.)
+		w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u)}))
+		w.apply()
+		return
+	}
+	kind := OpAdd
+	if _, ok := w.adoptedNexthops[nexthopID(u)]; ok || w.nexthops.Has(u) {
+		kind = OpReplace
+	}
+	w.ops = append(w.ops, nexthopOp(kind, &Nexthop{ID: nexthopID(u), Ifindex: w.uplinks[u].ifindex}))
+	// Groups that lost u get it back: ECMP is restored by one operation
+	// per group, whatever the number of routes.
+	for set, g := range w.groups {
+		if set.Has(u) && !g.members.Has(u) {
+			w.ops = append(w.ops, w.groupOp(OpReplace, set))
+		}
+	}
+	// Routes that had no usable next hop come back one by one.
+	w.rib.ForEach(func(p netip.Prefix, best rib.NexthopSet) {
+		if best.Has(u) {
+			w.ops = w.appendSync(w.ops, p, best)
+		}
+	})
+	w.apply()
+}
+
+// appendSync appends the ops that make the kernel's route for p match
+// best (restricted to usable uplinks), if any are needed.
 func (w *Writer) appendSync(ops []Op, p netip.Prefix, best rib.NexthopSet) []Op {
 	if _, ok := w.blackholes[p]; ok {
 		return ops
@@ -360,10 +484,34 @@ func (w *Writer) appendSync(ops []Op, p netip.Prefix, best rib.NexthopSet) []Op 
 		return append(ops, w.deleteOp(p))
 	case want == 0:
 		return ops
-	case ok && have == want:
+	}
+	if !w.objects {
+		if ok && have == want {
+			return ops
+		}
+		return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, want), nexthops: want})
+	}
+	// With objects the route names the whole best set; which of its
+	// uplinks are usable is the object's business.
+	if ok && have == best {
 		return ops
 	}
-	return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, want), nexthops: want})
+	if best.Len() > 1 {
+		switch g, exists := w.groups[best]; {
+		case !exists:
+			kind := OpAdd
+			if _, adopted := w.adoptedNexthops[groupID(best)]; adopted {
+				kind = OpReplace
+			}
+			ops = append(ops, w.groupOp(kind, best))
+			// Recorded before apply so that later routes of the batch
+			// do not create it again; apply rolls it back on failure.
+			w.groups[best] = &group{members: want}
+		case g.members != want:
+			ops = append(ops, w.groupOp(OpReplace, best))
+		}
+	}
+	return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, best), nexthops: best})
 }
 
 // addKind replaces routes we own and only creates the others, so that a
@@ -382,12 +530,56 @@ func (w *Writer) deleteOp(p netip.Prefix) Op {
 	return Op{Kind: OpDelete, Route: Route{Prefix: p, Metric: w.metric}}
 }
 
-func (w *Writer) route(p netip.Prefix, set rib.NexthopSet) Route {
-	r := Route{Prefix: p, Metric: w.metric, Ifindexes: make([]int, 0, set.Len())}
-	for _, u := range set.Uplinks() {
-		r.Ifindexes = append(r.Ifindexes, w.uplinks[u].ifindex)
+func (w *Writer) blackholeOp(kind OpKind, p netip.Prefix) Op {
+	return Op{Kind: kind, Route: Route{Prefix: p, Metric: w.metric, Blackhole: true}}
+}
+
+func nexthopOp(kind OpKind, nh *Nexthop) Op {
+	return Op{Kind: kind, Nexthop: nh}
+}
+
+// groupOp writes the group object for set with its usable members.
+func (w *Writer) groupOp(kind OpKind, set rib.NexthopSet) Op {
+	nh := &Nexthop{ID: groupID(set)}
+	for _, u := range (set & w.usable).Uplinks() {
+		nh.Group = append(nh.Group, nexthopID(u))
 	}
-	return r
+	return nexthopOp(kind, nh)
+}
+
+func nexthopID(u rib.Uplink) uint32     { return nexthopIDBase + uint32(u) }
+func groupID(set rib.NexthopSet) uint32 { return groupIDBase + uint32(set) }
+
+// decodeID tells what an object ID of ours stands for: a group's uplink
+// set, or a single uplink.
+func decodeID(id uint32) (set rib.NexthopSet, isGroup bool, u rib.Uplink) {
+	if id >= groupIDBase {
+		return rib.NexthopSet(id - groupIDBase), true, 0
+	}
+	return 0, false, rib.Uplink(id - nexthopIDBase)
+}
+
+func (w *Writer) objectID(set rib.NexthopSet) uint32 {
+	if set.Len() == 1 {
+		return nexthopID(set.Uplinks()[0])
+	}
+	return groupID(set)
+}
+
+// route is the kernel form of p's route for uplink set set.
+func (w *Writer) route(p netip.Prefix, set rib.NexthopSet) Route {
+	if w.objects {
+		return Route{Prefix: p, Metric: w.metric, NexthopID: w.objectID(set)}
+	}
+	return Route{Prefix: p, Metric: w.metric, Ifindexes: w.ifindexes(set)}
+}
+
+func (w *Writer) ifindexes(set rib.NexthopSet) []int {
+	out := make([]int, 0, set.Len())
+	for _, u := range set.Uplinks() {
+		out = append(out, w.uplinks[u].ifindex)
+	}
+	return out
 }
 
 // apply sends w.ops to the kernel and records what took effect.
@@ -402,12 +594,13 @@ func (w *Writer) apply() error {
 		w.collectFailures(err, failed)
 	}
 	for i, op := range w.ops {
-		if ferr, bad := failed[i]; bad {
-			w.logFailure(op, ferr)
+		if ferr, bad := failed[i]; bad && !w.harmless(op, ferr) {
+			w.rollback(op)
 			continue
 		}
 		w.record(op)
 	}
+	w.collectGroups()
 	w.stats.Routes.Store(int64(len(w.installed)))
 	w.stats.Blackholes.Store(int64(len(w.installedBlackholes)))
 	return err
@@ -436,33 +629,116 @@ func (w *Writer) collectFailures(err error, failed map[int]error) {
 	w.stats.Errors.Add(uint64(len(failed)))
 }
 
-func (w *Writer) logFailure(op Op, err error) {
+// harmless reports whether a failed op reached its goal anyway, and logs
+// the ones that did not.
+func (w *Writer) harmless(op Op, err error) bool {
 	switch {
-	case op.Kind == OpDelete && errors.Is(err, syscall.ESRCH):
-		// Already gone (someone deleted it, or the interface went away and
-		// took it along): the goal is reached.
-		w.record(op)
-	case op.Kind == OpAdd && errors.Is(err, syscall.EEXIST):
+	case op.Kind == OpDelete && (errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENOENT)):
+		// Already gone: someone deleted it, or the kernel did when the
+		// interface or the nexthop object went away.
+		return true
+	case op.Kind == OpAdd && errors.Is(err, syscall.EEXIST) && op.Nexthop == nil:
 		w.log.Warn("a route fabricd did not install already exists; leaving it alone",
 			"prefix", op.Route.Prefix, "metric", op.Route.Metric)
 	default:
-		w.log.Error("kernel refused route change", "op", op.Kind, "prefix", op.Route.Prefix, "err", err)
+		w.log.Error("kernel refused a change", "op", op.Kind, "target", op.target(), "err", err)
+	}
+	return false
+}
+
+// rollback undoes what appendSync recorded ahead of a failed group write.
+func (w *Writer) rollback(op Op) {
+	if op.Nexthop == nil || op.Kind == OpDelete {
+		return
+	}
+	if set, isGroup, _ := decodeID(op.Nexthop.ID); isGroup {
+		if g := w.groups[set]; g != nil && g.refs == 0 {
+			delete(w.groups, set)
+		}
 	}
 }
 
 func (w *Writer) record(op Op) {
+	if op.Nexthop != nil {
+		w.recordNexthop(op)
+		return
+	}
 	p := op.Route.Prefix
 	delete(w.adopted, p)
 	switch {
 	case op.Kind == OpDelete && op.Route.Blackhole:
 		delete(w.installedBlackholes, p)
 	case op.Kind == OpDelete:
+		w.unref(p)
 		delete(w.installed, p)
 	case op.Route.Blackhole:
 		w.installedBlackholes[p] = struct{}{}
 	default:
+		w.unref(p)
 		w.installed[p] = op.nexthops
+		if g := w.groups[op.nexthops]; g != nil {
+			g.refs++
+		}
 	}
+}
+
+// unref drops p's reference to its group, if it had one.
+func (w *Writer) unref(p netip.Prefix) {
+	if set, ok := w.installed[p]; ok {
+		if g := w.groups[set]; g != nil {
+			g.refs--
+		}
+	}
+}
+
+func (w *Writer) recordNexthop(op Op) {
+	id := op.Nexthop.ID
+	delete(w.adoptedNexthops, id)
+	set, isGroup, u := decodeID(id)
+	if isGroup {
+		if op.Kind == OpDelete {
+			delete(w.groups, set)
+		} else if g := w.groups[set]; g != nil {
+			g.members = set & w.usable
+		}
+		return
+	}
+	if op.Kind != OpDelete {
+		w.nexthops |= rib.Of(u)
+		return
+	}
+	// What the kernel did on deleting the object: groups shrink, empty
+	// groups go, and so does every route that pointed at a deleted object.
+	w.nexthops &^= rib.Of(u)
+	for set, g := range w.groups {
+		g.members &^= rib.Of(u)
+		if g.members == 0 {
+			delete(w.groups, set)
+		}
+	}
+	for p, set := range w.installed {
+		if _, alive := w.groups[set]; !alive && set.Len() > 1 || set == rib.Of(u) {
+			delete(w.installed, p)
+		}
+	}
+}
+
+// collectGroups deletes group objects no route points at any more.
+func (w *Writer) collectGroups() {
+	var ops []Op
+	for set, g := range w.groups {
+		if g.refs <= 0 {
+			ops = append(ops, nexthopOp(OpDelete, &Nexthop{ID: groupID(set)}))
+			delete(w.groups, set)
+		}
+	}
+	if len(ops) == 0 {
+		return
+	}
+	if err := w.kernel.Apply(ops); err != nil {
+		w.log.Warn("deleting unused nexthop groups", "err", err)
+	}
+	w.stats.Ops.Add(uint64(len(ops)))
 }
 
 func (w *Writer) deleteNeighbor(u rib.Uplink) {

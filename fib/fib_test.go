@@ -18,20 +18,27 @@ import (
 	"github.com/fabricd/fabricd/rib"
 )
 
-// fakeKernel models the kernel's main table for one metric: at most one
-// route per prefix, owned either by fabricd (proto bgp) or by someone else.
+// fakeKernel models the kernel's main table for one metric (at most one
+// route per prefix, fabricd's or someone else's) and nexthop objects with
+// the kernel's rules: deleting an object removes it from groups, deletes
+// groups left empty and every route pointing at a deleted object.
 type fakeKernel struct {
 	mu        sync.Mutex
+	objects   bool // the kernel supports nexthop objects
 	routes    map[netip.Prefix]Route
+	nexthops  map[uint32]Nexthop
 	foreign   map[netip.Prefix]string // routes fabricd must never touch
 	neighbors map[int]net.HardwareAddr
 	applies   int
+	ops       int
 	fail      map[netip.Prefix]error
 }
 
-func newFakeKernel() *fakeKernel {
+func newFakeKernel(objects bool) *fakeKernel {
 	return &fakeKernel{
+		objects:   objects,
 		routes:    map[netip.Prefix]Route{},
+		nexthops:  map[uint32]Nexthop{},
 		foreign:   map[netip.Prefix]string{},
 		neighbors: map[int]net.HardwareAddr{},
 		fail:      map[netip.Prefix]error{},
@@ -48,48 +55,126 @@ func (k *fakeKernel) Routes() ([]Route, error) {
 	return out, nil
 }
 
+func (k *fakeKernel) Nexthops() ([]Nexthop, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []Nexthop
+	for _, nh := range k.nexthops {
+		out = append(out, nh)
+	}
+	return out, k.objects, nil
+}
+
 func (k *fakeKernel) Apply(ops []Op) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.applies++
+	k.ops += len(ops)
 	var errs []error
 	for i, op := range ops {
-		p := op.Route.Prefix
-		err := k.fail[p]
-		if err == nil {
-			_, foreign := k.foreign[p]
-			_, ours := k.routes[p]
-			switch op.Kind {
-			case OpAdd:
-				if foreign || ours {
-					err = syscall.EEXIST
-				}
-			case OpReplace:
-				if foreign {
-					delete(k.foreign, p) // what NLM_F_REPLACE would do: the bug the writer avoids
-				}
-			case OpDelete:
-				if !ours {
-					err = syscall.ESRCH
-				}
-			}
+		var err error
+		if op.Nexthop != nil {
+			err = k.applyNexthop(op)
+		} else {
+			err = k.applyRoute(op)
 		}
 		if err != nil {
 			errs = append(errs, &OpError{Index: i, Op: op, Err: err})
-			continue
 		}
-		if op.Kind == OpDelete {
-			delete(k.routes, p)
-		} else {
-			r := op.Route
-			r.Ifindexes = slices.Clone(r.Ifindexes)
-			k.routes[p] = r
-		}
-	}
-	if len(errs) == 0 {
-		return nil
 	}
 	return errors.Join(errs...)
+}
+
+func (k *fakeKernel) applyRoute(op Op) error {
+	p := op.Route.Prefix
+	if err := k.fail[p]; err != nil {
+		return err
+	}
+	_, foreign := k.foreign[p]
+	_, ours := k.routes[p]
+	switch op.Kind {
+	case OpAdd:
+		if foreign || ours {
+			return syscall.EEXIST
+		}
+	case OpReplace:
+		if foreign {
+			delete(k.foreign, p) // what NLM_F_REPLACE would do: the bug the writer avoids
+		}
+	case OpDelete:
+		if !ours {
+			return syscall.ESRCH
+		}
+		delete(k.routes, p)
+		return nil
+	}
+	r := op.Route
+	if r.NexthopID != 0 {
+		if _, ok := k.nexthops[r.NexthopID]; !ok {
+			return syscall.EINVAL
+		}
+	}
+	r.Ifindexes = slices.Clone(r.Ifindexes)
+	k.routes[p] = r
+	return nil
+}
+
+func (k *fakeKernel) applyNexthop(op Op) error {
+	if !k.objects {
+		return syscall.EOPNOTSUPP
+	}
+	nh := *op.Nexthop
+	_, exists := k.nexthops[nh.ID]
+	switch op.Kind {
+	case OpAdd:
+		if exists {
+			return syscall.EEXIST
+		}
+	case OpDelete:
+		if !exists {
+			return syscall.ENOENT
+		}
+		k.deleteNexthop(nh.ID)
+		return nil
+	}
+	for _, m := range nh.Group {
+		if _, ok := k.nexthops[m]; !ok {
+			return syscall.EINVAL
+		}
+	}
+	nh.Group = slices.Clone(nh.Group)
+	k.nexthops[nh.ID] = nh
+	return nil
+}
+
+func (k *fakeKernel) deleteNexthop(id uint32) {
+	delete(k.nexthops, id)
+	for p, r := range k.routes {
+		if r.NexthopID == id {
+			delete(k.routes, p)
+		}
+	}
+	for gid, g := range k.nexthops {
+		if i := slices.Index(g.Group, id); i >= 0 {
+			g.Group = slices.Delete(g.Group, i, i+1)
+			k.nexthops[gid] = g
+			if len(g.Group) == 0 {
+				k.deleteNexthop(gid)
+			}
+		}
+	}
+}
+
+// carrierLoss is what the kernel does on its own when ifindex loses
+// carrier: it flushes the nexthop objects on it.
+func (k *fakeKernel) carrierLoss(ifindex int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for id, nh := range k.nexthops {
+		if nh.Group == nil && nh.Ifindex == ifindex {
+			k.deleteNexthop(id)
+		}
+	}
 }
 
 func (k *fakeKernel) SetNeighbor(n Neighbor) error {
@@ -121,12 +206,18 @@ func (k *fakeKernel) Close() error { return nil }
 var ifnames = map[int]string{2: "ens3", 3: "ens4"}
 
 // render prints the fake kernel like `ip route show proto bgp` plus
-// `ip neigh show 169.254.0.1`, sorted, for golden comparisons.
+// `ip neigh show 169.254.0.1`, sorted, for golden comparisons. Routes on
+// nexthop objects print their resolved next hops without the "nhid N", so
+// that the same golden text holds in both modes.
 func (k *fakeKernel) render() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var lines []string
 	for _, r := range k.routes {
+		if r.NexthopID != 0 {
+			r.Ifindexes = k.resolve(r.NexthopID)
+			r.NexthopID = 0
+		}
 		lines = append(lines, r.Format(func(i int) string { return ifnames[i] }))
 	}
 	for ifi, mac := range k.neighbors {
@@ -134,6 +225,18 @@ func (k *fakeKernel) render() string {
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
+}
+
+func (k *fakeKernel) resolve(id uint32) []int {
+	nh := k.nexthops[id]
+	if nh.Group == nil {
+		return []int{nh.Ifindex}
+	}
+	var out []int
+	for _, m := range nh.Group {
+		out = append(out, k.nexthops[m].Ifindex)
+	}
+	return out
 }
 
 var (
@@ -144,6 +247,12 @@ var (
 	c3lo = netip.MustParsePrefix("3.3.3.3/32")
 	c1bk = netip.MustParsePrefix("10.1.8.192/26")
 )
+
+// modes runs a test with nexthop objects and with inline next hops.
+func modes(t *testing.T, f func(t *testing.T, objects bool)) {
+	t.Run("objects", func(t *testing.T) { f(t, true) })
+	t.Run("inline", func(t *testing.T) { f(t, false) })
+}
 
 type harness struct {
 	t      *testing.T
@@ -157,7 +266,7 @@ type harness struct {
 func newHarness(t *testing.T, k *fakeKernel) *harness {
 	t.Helper()
 	r := rib.New()
-	w := NewWriter(k, r, 20, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	w := NewWriter(k, r, Options{Metric: 20, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if _, err := w.Adopt(); err != nil {
 		t.Fatal(err)
 	}
@@ -201,192 +310,278 @@ func trimLines(s string) string {
 }
 
 func TestWriterInstallsSeedShape(t *testing.T) {
-	h := newHarness(t, newFakeKernel())
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
-	h.rib.Update(0, c2lo, 2)
-	h.rib.Update(0, c2bk, 2)
-	h.expect(`
-		10.1.71.192/26 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
-		blackhole 10.1.8.192/26 proto bgp metric 20`)
+	modes(t, func(t *testing.T, objects bool) {
+		h := newHarness(t, newFakeKernel(objects))
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
+		h.rib.Update(0, c2lo, 2)
+		h.rib.Update(0, c2bk, 2)
+		h.expect(`
+			10.1.71.192/26 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+			blackhole 10.1.8.192/26 proto bgp metric 20`)
 
-	h.rib.Withdraw(0, c2bk)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
-		blackhole 10.1.8.192/26 proto bgp metric 20`)
+		h.rib.Withdraw(0, c2bk)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+			blackhole 10.1.8.192/26 proto bgp metric 20`)
 
-	h.w.SetBlackholes(h.ctx, nil)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		h.w.SetBlackholes(h.ctx, nil)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	})
 }
 
 func TestWriterECMPAndUplinkLoss(t *testing.T) {
-	h := newHarness(t, newFakeKernel())
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2)
-	h.rib.Update(0, c2lo, 2)
-	h.rib.Update(1, c2lo, 2)
-	h.rib.Update(0, c3lo, 2)
-	h.rib.Update(1, c3lo, 3) // longer: not used
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
-		2.2.2.2 proto bgp metric 20
-		nexthop via 169.254.0.1 dev ens3 weight 1 onlink
-		nexthop via 169.254.0.1 dev ens4 weight 1 onlink
-		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	modes(t, func(t *testing.T, objects bool) {
+		h := newHarness(t, newFakeKernel(objects))
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2)
+		h.rib.Update(0, c2lo, 2)
+		h.rib.Update(1, c2lo, 2)
+		h.rib.Update(0, c3lo, 2)
+		h.rib.Update(1, c3lo, 3) // longer: not used
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 proto bgp metric 20
+			nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+			nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
 
-	// Carrier loss on ens3: the group shrinks, the single-path route goes,
-	// before BGP has withdrawn anything.
-	h.w.UplinkDown(h.ctx, 0)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink`)
+		// Carrier loss on ens3: the group shrinks, the single-path route goes,
+		// before BGP has withdrawn anything.
+		h.w.UplinkDown(h.ctx, 0)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink`)
 
-	// The session on ens3 resets (paths dropped) and then ens3 returns:
-	// once it relearns, ECMP is back.
-	h.rib.DropUplink(0)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.rib.Update(0, c2lo, 2)
-	h.rib.Update(0, c3lo, 2)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
-		2.2.2.2 proto bgp metric 20
-		nexthop via 169.254.0.1 dev ens3 weight 1 onlink
-		nexthop via 169.254.0.1 dev ens4 weight 1 onlink
-		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		// The session on ens3 resets (paths dropped) and then ens3 returns:
+		// once it relearns, ECMP is back.
+		h.rib.DropUplink(0)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.rib.Update(0, c2lo, 2)
+		h.rib.Update(0, c3lo, 2)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 proto bgp metric 20
+			nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+			nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	})
 }
 
 func TestWriterUplinkUpRestoresKnownPaths(t *testing.T) {
-	h := newHarness(t, newFakeKernel())
-	// Paths arrive before the uplink is usable (e.g. the MAC is not known
-	// yet): nothing can be installed, but nothing is lost either.
-	h.rib.Update(0, c2lo, 2)
-	h.expect(``)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	modes(t, func(t *testing.T, objects bool) {
+		h := newHarness(t, newFakeKernel(objects))
+		// Paths arrive before the uplink is usable (e.g. the MAC is not known
+		// yet): nothing can be installed, but nothing is lost either.
+		h.rib.Update(0, c2lo, 2)
+		h.expect(``)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	})
 }
 
 func TestWriterNeverTouchesForeignRoutes(t *testing.T) {
-	k := newFakeKernel()
-	k.foreign[c2lo] = "admin route"
-	h := newHarness(t, k)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.rib.Update(0, c2lo, 2)
-	h.rib.Update(0, c3lo, 2)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
-	if _, ok := k.foreign[c2lo]; !ok {
-		t.Fatal("foreign route was replaced")
-	}
-	// Withdrawing the prefix must not delete the foreign route either.
-	h.rib.Withdraw(0, c2lo)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
-	if _, ok := k.foreign[c2lo]; !ok {
-		t.Fatal("foreign route was deleted")
-	}
-	if h.w.Stats().Errors.Load() == 0 {
-		t.Fatal("the refused add was not counted as an error")
-	}
+	modes(t, func(t *testing.T, objects bool) {
+		k := newFakeKernel(objects)
+		k.foreign[c2lo] = "admin route"
+		h := newHarness(t, k)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.rib.Update(0, c2lo, 2)
+		h.rib.Update(0, c3lo, 2)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		if _, ok := k.foreign[c2lo]; !ok {
+			t.Fatal("foreign route was replaced")
+		}
+		// Withdrawing the prefix must not delete the foreign route either.
+		h.rib.Withdraw(0, c2lo)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		if _, ok := k.foreign[c2lo]; !ok {
+			t.Fatal("foreign route was deleted")
+		}
+		if h.w.Stats().Errors.Load() == 0 {
+			t.Fatal("the refused add was not counted as an error")
+		}
+	})
 }
 
 func TestWriterAdoptsAndSweepsLeftovers(t *testing.T) {
-	k := newFakeKernel()
-	// An earlier run left two routes behind.
-	k.routes[c2lo] = Route{Prefix: c2lo, Metric: 20, Ifindexes: []int{2}}
-	k.routes[c3lo] = Route{Prefix: c3lo, Metric: 20, Ifindexes: []int{2}}
-	h := newHarness(t, k)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	// Relearned: replaced in place, not duplicated, not refused.
-	h.rib.Update(0, c2lo, 2)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
-		3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
-	h.w.SweepStale(h.ctx)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
-	if n := h.w.Stats().Errors.Load(); n != 0 {
-		t.Fatalf("errors = %d", n)
-	}
+	modes(t, func(t *testing.T, objects bool) {
+		k := newFakeKernel(objects)
+		// An earlier run left two routes behind.
+		k.routes[c2lo] = Route{Prefix: c2lo, Metric: 20, Ifindexes: []int{2}}
+		k.routes[c3lo] = Route{Prefix: c3lo, Metric: 20, Ifindexes: []int{2}}
+		h := newHarness(t, k)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		// Relearned: replaced in place, not duplicated, not refused.
+		h.rib.Update(0, c2lo, 2)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		h.w.SweepStale(h.ctx)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		if n := h.w.Stats().Errors.Load(); n != 0 {
+			t.Fatalf("errors = %d", n)
+		}
+	})
 }
 
 func TestWriterFlushRemovesEverythingItOwns(t *testing.T) {
-	k := newFakeKernel()
-	k.foreign[c3lo] = "dhcp"
-	k.routes[netip.MustParsePrefix("9.9.9.9/32")] = Route{Prefix: netip.MustParsePrefix("9.9.9.9/32"), Metric: 20}
-	h := newHarness(t, k)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
-	h.rib.Update(0, c2lo, 2)
-	h.expect(`
-		169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
-		2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
-		9.9.9.9 proto bgp metric 20
-		blackhole 10.1.8.192/26 proto bgp metric 20`)
-	h.stop()
-	if err := h.w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if got := k.render(); got != "" {
-		t.Fatalf("after flush:\n%s", got)
-	}
-	if _, ok := k.foreign[c3lo]; !ok {
-		t.Fatal("flush removed a foreign route")
-	}
+	modes(t, func(t *testing.T, objects bool) {
+		k := newFakeKernel(objects)
+		k.foreign[c3lo] = "dhcp"
+		k.routes[netip.MustParsePrefix("9.9.9.9/32")] = Route{Prefix: netip.MustParsePrefix("9.9.9.9/32"), Metric: 20}
+		h := newHarness(t, k)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
+		h.rib.Update(0, c2lo, 2)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+			9.9.9.9 proto bgp metric 20
+			blackhole 10.1.8.192/26 proto bgp metric 20`)
+		h.stop()
+		if err := h.w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if got := k.render(); got != "" {
+			t.Fatalf("after flush:\n%s", got)
+		}
+		if _, ok := k.foreign[c3lo]; !ok {
+			t.Fatal("flush removed a foreign route")
+		}
+	})
 }
 
 func TestWriterRestoresTamperedNeighbor(t *testing.T) {
-	k := newFakeKernel()
-	h := newHarness(t, k)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
-	k.mu.Lock()
-	k.neighbors[2] = mac2
-	k.mu.Unlock()
-	h.w.CheckNeighbor(h.ctx, 0)
-	h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
-	k.DeleteNeighbor(2)
-	h.w.CheckNeighbor(h.ctx, 0)
-	h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+	modes(t, func(t *testing.T, objects bool) {
+		k := newFakeKernel(objects)
+		h := newHarness(t, k)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+		k.mu.Lock()
+		k.neighbors[2] = mac2
+		k.mu.Unlock()
+		h.w.CheckNeighbor(h.ctx, 0)
+		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+		k.DeleteNeighbor(2)
+		h.w.CheckNeighbor(h.ctx, 0)
+		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+	})
 }
 
 func TestWriterBatchesBursts(t *testing.T) {
-	k := newFakeKernel()
+	modes(t, func(t *testing.T, objects bool) {
+		k := newFakeKernel(objects)
+		h := newHarness(t, k)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.Installed(h.ctx)
+		k.mu.Lock()
+		before := k.applies
+		k.mu.Unlock()
+		for i := range 10000 {
+			h.rib.Update(0, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 32), 2)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for h.w.Stats().Routes.Load() != 10000 {
+			if time.Now().After(deadline) {
+				t.Fatalf("installed %d of 10000", h.w.Stats().Routes.Load())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		k.mu.Lock()
+		calls := k.applies - before
+		k.mu.Unlock()
+		// Coalescing: far fewer kernel calls than routes.
+		if calls > 100 {
+			t.Fatalf("%d Apply calls for 10000 routes", calls)
+		}
+		t.Logf("10000 routes in %d Apply calls", calls)
+	})
+}
+
+// With nexthop objects an uplink flap costs a handful of kernel
+// operations however many routes use the uplink.
+func TestWriterObjectsLinkFlapIsCheap(t *testing.T) {
+	k := newFakeKernel(true)
 	h := newHarness(t, k)
 	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.w.Installed(h.ctx)
-	k.mu.Lock()
-	before := k.applies
-	k.mu.Unlock()
-	for i := range 10000 {
-		h.rib.Update(0, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 32), 2)
+	h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2)
+	const ecmp, single = 1000, 10
+	prefix := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 77, byte(i >> 8), byte(i)}), 32)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for h.w.Stats().Routes.Load() != 10000 {
+	for i := range ecmp {
+		h.rib.Update(0, prefix(i), 2)
+		h.rib.Update(1, prefix(i), 2)
+	}
+	for i := ecmp; i < ecmp+single; i++ {
+		h.rib.Update(0, prefix(i), 2)
+	}
+	waitRoutes(t, h, ecmp+single)
+	if !h.w.NexthopObjects() {
+		t.Fatal("writer does not use nexthop objects")
+	}
+	opsBefore := func() int { k.mu.Lock(); defer k.mu.Unlock(); return k.ops }
+
+	// Carrier loss: the kernel flushes ens3's object by itself, then the
+	// writer hears of it.
+	before := opsBefore()
+	k.carrierLoss(2)
+	h.w.UplinkDown(h.ctx, 0)
+	waitRoutes(t, h, ecmp)
+	if n := opsBefore() - before; n > 2 {
+		t.Errorf("uplink down took %d kernel operations", n)
+	}
+	if got := k.render(); strings.Contains(got, "ens3 proto") || strings.Count(got, "via 169.254.0.1 dev ens4 proto bgp metric 20 onlink") != ecmp {
+		t.Errorf("after down:\n%s", firstLines(got, 5))
+	}
+
+	// Back: one object, one group, and the single-path routes again.
+	before = opsBefore()
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	waitRoutes(t, h, ecmp+single)
+	h.w.Installed(h.ctx)
+	if n := opsBefore() - before; n > 2+single {
+		t.Errorf("uplink up took %d kernel operations, want at most %d", n, 2+single)
+	}
+	if got := k.render(); strings.Count(got, "nexthop via 169.254.0.1 dev ens3 weight 1 onlink") != ecmp {
+		t.Errorf("ECMP not restored:\n%s", firstLines(got, 8))
+	}
+}
+
+func waitRoutes(t *testing.T, h *harness, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		h.w.Installed(h.ctx)
+		if h.w.Stats().Routes.Load() == n {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("installed %d of 10000", h.w.Stats().Routes.Load())
+			t.Fatalf("%d routes installed, want %d", h.w.Stats().Routes.Load(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	k.mu.Lock()
-	calls := k.applies - before
-	k.mu.Unlock()
-	// Coalescing: far fewer kernel calls than routes.
-	if calls > 100 {
-		t.Fatalf("%d Apply calls for 10000 routes", calls)
-	}
-	t.Logf("10000 routes in %d Apply calls", calls)
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[:min(n, len(lines))], "\n")
 }

@@ -26,9 +26,36 @@ type Route struct {
 	Prefix    netip.Prefix
 	Metric    uint32
 	Blackhole bool
+	// NexthopID, when set, makes the route point at a kernel nexthop
+	// object (`nhid N`) instead of carrying its own next hops.
+	NexthopID uint32
 	// Ifindexes are the uplinks the route leaves through, each as
 	// "via 169.254.0.1 dev IF onlink"; more than one makes it multipath.
+	// Routes with a NexthopID leave it empty when written.
 	Ifindexes []int
+}
+
+// Nexthop is a kernel nexthop object (`ip nexthop`) of fabricd's:
+// either one uplink ("via 169.254.0.1 dev IF onlink") or a group of them.
+type Nexthop struct {
+	ID      uint32
+	Ifindex int      // for a single next hop
+	Group   []uint32 // member IDs, for a group
+}
+
+// Nexthop objects fabricd creates have IDs in [nexthopIDBase,
+// nexthopIDBase+2^17): uplink u is nexthopIDBase+u, the group of uplink
+// set S is groupIDBase+S. The range sits far above the IDs FRR's zebra
+// allocates, and the IDs are the same in every run, so routes left by an
+// earlier run keep pointing at the right objects.
+const (
+	nexthopIDBase = 0xFAB00000
+	groupIDBase   = nexthopIDBase + 0x10000
+)
+
+// IsOurNexthopID reports whether id is in fabricd's range.
+func IsOurNexthopID(id uint32) bool {
+	return id >= nexthopIDBase && id < groupIDBase+0x10000
 }
 
 // Neighbor is the permanent neighbour entry that resolves Gateway on an uplink.
@@ -62,13 +89,22 @@ func (k OpKind) String() string {
 	return fmt.Sprintf("op(%d)", int(k))
 }
 
-// Op is one route change.
+// Op is one change: of a route, or, when Nexthop is set, of a nexthop
+// object.
 type Op struct {
-	Kind  OpKind
-	Route Route
+	Kind    OpKind
+	Route   Route
+	Nexthop *Nexthop
 	// nexthops is the Writer's bookkeeping of which uplinks Route uses;
 	// kernels ignore it.
 	nexthops rib.NexthopSet
+}
+
+func (o Op) target() string {
+	if o.Nexthop != nil {
+		return fmt.Sprintf("nexthop %d", o.Nexthop.ID)
+	}
+	return o.Route.Prefix.String()
 }
 
 // OpError reports a failed Op.
@@ -79,7 +115,7 @@ type OpError struct {
 }
 
 func (e *OpError) Error() string {
-	return fmt.Sprintf("%s %s: %v", e.Op.Kind, e.Op.Route.Prefix, e.Err)
+	return fmt.Sprintf("%s %s: %v", e.Op.Kind, e.Op.target(), e.Err)
 }
 
 func (e *OpError) Unwrap() error { return e.Err }
@@ -88,6 +124,9 @@ func (e *OpError) Unwrap() error { return e.Err }
 type Kernel interface {
 	// Routes lists the IPv4 routes of protocol ProtoBGP in the main table.
 	Routes() ([]Route, error)
+	// Nexthops lists the nexthop objects in fabricd's ID range; ok is
+	// false when the kernel has no nexthop objects (before Linux 5.3).
+	Nexthops() (nhs []Nexthop, ok bool, err error)
 	// Apply performs ops in order with as few round trips as possible. It
 	// returns nil or the *OpError of every op that failed (errors.Join);
 	// the other ops took effect.
@@ -109,6 +148,9 @@ func (r Route) Format(name func(ifindex int) string) string {
 		b.WriteString("blackhole ")
 	}
 	b.WriteString(prefixString(r.Prefix))
+	if r.NexthopID != 0 {
+		fmt.Fprintf(&b, " nhid %d", r.NexthopID)
+	}
 	if len(r.Ifindexes) == 1 {
 		fmt.Fprintf(&b, " via %s dev %s", Gateway, name(r.Ifindexes[0]))
 	}

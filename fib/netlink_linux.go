@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"syscall"
 
@@ -88,39 +87,84 @@ func (k *NetlinkKernel) Close() error {
 
 // Routes lists IPv4 routes of protocol ProtoBGP in the main table.
 func (k *NetlinkKernel) Routes() ([]Route, error) {
-	filter := &netlink.Route{Protocol: ProtoBGP, Table: unix.RT_TABLE_MAIN}
-	nlRoutes, err := netlink.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	// struct rtmsg with only the family set: dump every IPv4 route.
+	req := appendNlMsghdr(nil, unix.RTM_GETROUTE, unix.NLM_F_DUMP, 0)
+	req = append(req, unix.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	req = finishMsg(req, 0)
+	var routes []Route
+	err := k.dump(req, unix.RTM_NEWROUTE, func(data []byte) {
+		if r, ok := parseRoute(data); ok {
+			routes = append(routes, r)
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dumping routes: %w", err)
-	}
-	routes := make([]Route, 0, len(nlRoutes))
-	for _, nr := range nlRoutes {
-		if nr.Dst == nil {
-			continue
-		}
-		prefix, ok := prefixFromIPNet(nr.Dst)
-		if !ok {
-			continue
-		}
-		r := Route{Prefix: prefix, Metric: uint32(nr.Priority), Blackhole: nr.Type == unix.RTN_BLACKHOLE}
-		if nr.LinkIndex > 0 {
-			r.Ifindexes = append(r.Ifindexes, nr.LinkIndex)
-		}
-		for _, nh := range nr.MultiPath {
-			r.Ifindexes = append(r.Ifindexes, nh.LinkIndex)
-		}
-		routes = append(routes, r)
 	}
 	return routes, nil
 }
 
-func prefixFromIPNet(n *net.IPNet) (netip.Prefix, bool) {
-	addr, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
+// Nexthops lists the nexthop objects in fabricd's ID range.
+func (k *NetlinkKernel) Nexthops() ([]Nexthop, bool, error) {
+	req := appendNlMsghdr(nil, unix.RTM_GETNEXTHOP, unix.NLM_F_DUMP, 0)
+	req = append(req, unix.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0) // struct nhmsg
+	req = finishMsg(req, 0)
+	var nhs []Nexthop
+	err := k.dump(req, unix.RTM_NEWNEXTHOP, func(data []byte) {
+		if nh, ok := parseNexthop(data); ok && IsOurNexthopID(nh.ID) {
+			nhs = append(nhs, nh)
+		}
+	})
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		return nil, false, nil // a kernel without nexthop objects
 	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(addr.Unmap(), ones), true
+	if err != nil {
+		return nil, false, fmt.Errorf("dumping nexthop objects: %w", err)
+	}
+	return nhs, true, nil
+}
+
+// dump sends a dump request and calls fn with the payload of every reply
+// of type typ until the kernel says done.
+func (k *NetlinkKernel) dump(req []byte, typ uint16, fn func([]byte)) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.seq++
+	seq := k.seq
+	binary.NativeEndian.PutUint32(req[8:], seq)
+	if err := unix.Sendto(k.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("sending dump request: %w", err)
+	}
+	for {
+		n, _, err := unix.Recvfrom(k.fd, k.rbuf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("reading dump: %w", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(k.rbuf[:n])
+		if err != nil {
+			return fmt.Errorf("parsing dump: %w", err)
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != seq {
+				continue // a late reply to something earlier
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if err := nlmsgError(m); err != nil {
+					return err
+				}
+			case typ:
+				fn(m.Data)
+			}
+			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+				return errors.New("dump interrupted by a concurrent change; retry")
+			}
+		}
+	}
 }
 
 // Apply writes ops in batches of one sendmsg each.
@@ -134,7 +178,7 @@ func (k *NetlinkKernel) Apply(ops []Op) error {
 		end := start
 		for end < len(ops) && len(k.buf) < batchBytes-512 {
 			k.seq++
-			k.buf = appendRouteMsg(k.buf, ops[end], k.seq, 0)
+			k.buf = appendMsg(k.buf, ops[end], k.seq, 0)
 			end++
 		}
 		// Only the batch's last message is acknowledged: the kernel handles

@@ -18,8 +18,10 @@ import (
 	"sync"
 )
 
-// MaxUplinks is how many uplinks a NexthopSet can name.
-const MaxUplinks = 64
+// MaxUplinks is how many uplinks fabricd handles. A NexthopSet could name
+// 64, but the FIB numbers nexthop groups by their set within 16 bits, and
+// no server has more than a handful of uplinks.
+const MaxUplinks = 16
 
 // Uplink is the index of an uplink in the daemon's uplink table.
 type Uplink uint8

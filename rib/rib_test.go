@@ -33,7 +33,7 @@ func TestBestPathSelection(t *testing.T) {
 		{"withdraw last", func(r *RIB) { r.Update(0, p1, 2); r.Withdraw(0, p1) }, 0},
 		{"withdraw unknown", func(r *RIB) { r.Withdraw(3, p1) }, 0},
 		{"drop uplink", func(r *RIB) { r.Update(0, p1, 2); r.Update(1, p1, 3); r.DropUplink(0) }, Of(1)},
-		{"high uplink index", func(r *RIB) { r.Update(63, p1, 1); r.Update(5, p1, 1) }, Of(5, 63)},
+		{"high uplink index", func(r *RIB) { r.Update(MaxUplinks-1, p1, 1); r.Update(5, p1, 1) }, Of(5, MaxUplinks-1)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -90,6 +91,14 @@ func TestSeedFabric(t *testing.T) {
 		if !slices.Equal(neigh, []string{want}) {
 			t.Errorf("%s: neighbour entries %q, want %q", s.Name(), neigh, want)
 		}
+		// Routes point at one kernel nexthop object for the uplink.
+		nhs, err := kernelLines(ctx, s, "nexthop", "show")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nhs) != 1 || !regexp.MustCompile(`^id \d+ via 169\.254\.0\.1 dev ens3 scope link proto bgp onlink$`).MatchString(nhs[0]) {
+			t.Errorf("%s: nexthop objects %q", s.Name(), nhs)
+		}
 	}
 
 	// Traffic: loopback to loopback, and pod to pod across servers.
@@ -150,6 +159,9 @@ func TestStopWithdrawsAndRestartRelearns(t *testing.T) {
 	}
 	if got, _ := kernelLines(ctx, c2, "neigh", "show", "169.254.0.1"); len(got) != 0 {
 		t.Errorf("c2 still has the gateway neighbour entry: %q", got)
+	}
+	if got, _ := kernelLines(ctx, c2, "nexthop", "show"); len(got) != 0 {
+		t.Errorf("c2 still has nexthop objects: %q", got)
 	}
 	routes, _ := c2.Exec(ctx, "ip", "route")
 	neighs, _ := c2.Exec(ctx, "ip", "neigh")
