@@ -33,8 +33,10 @@ type Handler interface {
 	// Route reports a path from uplink id; withdraw removes it.
 	Route(id int, prefix netip.Prefix, asPathLen int, withdraw bool)
 	// SessionUp and SessionDown report Established being entered and left.
+	// graceful says the peer's graceful restart applies: its routes are
+	// to be kept (stale) until it has resent them.
 	SessionUp(id int)
-	SessionDown(id int)
+	SessionDown(id int, graceful bool)
 	// EndOfRIB reports that uplink id has sent its whole table.
 	EndOfRIB(id int)
 }
@@ -71,6 +73,9 @@ type Speaker struct {
 	byAddr map[netip.Addr]*peerState
 	// announced maps each originated prefix to GoBGP's path handle.
 	announced map[netip.Prefix]*apiutil.Path
+
+	// rearms carries interfaces whose session ended to the rearm worker.
+	rearms chan string
 }
 
 type peerState struct {
@@ -90,6 +95,7 @@ func New(cfg Config, h Handler) *Speaker {
 		peers:     make(map[string]*peerState),
 		byAddr:    make(map[netip.Addr]*peerState),
 		announced: make(map[netip.Prefix]*apiutil.Path),
+		rearms:    make(chan string, config.MaxNeighbors),
 	}
 }
 
@@ -123,8 +129,14 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 		return err
 	}
 	close(ready)
-	<-ctx.Done()
-	return nil
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case iface := <-s.rearms:
+			s.rearm(ctx, iface)
+		}
+	}
 }
 
 func (s *Speaker) start(ctx context.Context) error {
@@ -162,13 +174,14 @@ func (s *Speaker) start(ctx context.Context) error {
 
 	// Pre-policy updates arrive once per UPDATE message with all its
 	// prefixes, the cheapest stream GoBGP offers; fabricd applies its own
-	// policy. AdjInWithdraw carries the withdrawals GoBGP generates itself
-	// (peer down, graceful-restart expiry).
+	// policy. What GoBGP withdraws by itself when a session ends is left
+	// to the Handler's SessionDown, which decides whether the paths go or
+	// stay as stale.
 	err = s.srv.WatchEvent(ctx, server.WatchEventMessageCallbacks{
 		OnPathUpdate: s.onPaths,
 		OnPeerUpdate: s.onPeer,
 		OnPathEor:    s.onEOR,
-	}, server.WatchUpdate(false, "", ""), server.WatchAdjInWithdraw(), server.WatchPeer(), server.WatchEor(false))
+	}, server.WatchUpdate(false, "", ""), server.WatchPeer(), server.WatchEor(false))
 	if err != nil {
 		return fmt.Errorf("watching BGP events: %w", err)
 	}
@@ -190,13 +203,6 @@ func (s *Speaker) SetPeer(ctx context.Context, p Peer) error {
 			return err
 		}
 	}
-	peerASN := uint32(0) // "external": accept any AS, checked on Established
-	switch p.RemoteAS.Kind {
-	case config.RemoteInternal:
-		peerASN = s.cfg.ASN
-	case config.RemoteNumber:
-		peerASN = p.RemoteAS.ASN
-	}
 	// Register before adding so no event of the new session is missed.
 	st := &peerState{Peer: p}
 	s.mu.Lock()
@@ -204,6 +210,25 @@ func (s *Speaker) SetPeer(ctx context.Context, p Peer) error {
 	s.byAddr[p.Addr] = st
 	s.mu.Unlock()
 
+	if err := s.addPeer(ctx, p); err != nil {
+		s.mu.Lock()
+		delete(s.peers, p.Interface)
+		delete(s.byAddr, p.Addr)
+		s.mu.Unlock()
+		return err
+	}
+	s.log.Info("BGP peer configured", "interface", p.Interface, "address", p.Addr, "remote_as", p.RemoteAS)
+	return nil
+}
+
+func (s *Speaker) addPeer(ctx context.Context, p Peer) error {
+	peerASN := uint32(0) // "external": accept any AS, checked on Established
+	switch p.RemoteAS.Kind {
+	case config.RemoteInternal:
+		peerASN = s.cfg.ASN
+	case config.RemoteNumber:
+		peerASN = p.RemoteAS.ASN
+	}
 	err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
 		Conf: &api.PeerConf{
 			NeighborAddress: p.Addr.String(),
@@ -221,14 +246,34 @@ func (s *Speaker) SetPeer(ctx context.Context, p Peer) error {
 		}}},
 	}})
 	if err != nil {
-		s.mu.Lock()
-		delete(s.peers, p.Interface)
-		delete(s.byAddr, p.Addr)
-		s.mu.Unlock()
 		return fmt.Errorf("adding BGP peer %s on %s: %w", p.Addr, p.Interface, err)
 	}
-	s.log.Info("BGP peer configured", "interface", p.Interface, "address", p.Addr, "remote_as", p.RemoteAS)
 	return nil
+}
+
+// rearm re-creates the GoBGP peer of a session that just ended. GoBGP
+// keeps a peer idle for 5 s after losing a session (a constant) and
+// refuses the ToR's connections meanwhile, after which FRR backs off for
+// its connect-retry time; a fresh peer accepts and connects at once.
+func (s *Speaker) rearm(ctx context.Context, iface string) {
+	s.mu.RLock()
+	st, ok := s.peers[iface]
+	var p Peer
+	if ok {
+		p = st.Peer
+	}
+	accepted := ok && st.accepted
+	s.mu.RUnlock()
+	if !ok || accepted {
+		return // gone, or already back up
+	}
+	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: p.Addr.String()}); err != nil {
+		s.log.Warn("re-creating BGP peer", "interface", iface, "err", err)
+		return
+	}
+	if err := s.addPeer(ctx, p); err != nil {
+		s.log.Error("re-creating BGP peer", "interface", iface, "err", err)
+	}
 }
 
 // RemovePeer deletes the neighbor on iface, if any.
@@ -247,7 +292,7 @@ func (s *Speaker) RemovePeer(ctx context.Context, iface string) error {
 		return fmt.Errorf("removing BGP peer %s on %s: %w", st.Addr, iface, err)
 	}
 	if st.accepted {
-		s.handler.SessionDown(st.ID)
+		s.handler.SessionDown(st.ID, false)
 	}
 	return nil
 }
@@ -383,7 +428,11 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	case !established && wasAccepted:
 		s.log.Warn("BGP session down", "interface", iface, "peer", addr, "state", ev.Peer.State.SessionState,
 			"reason", ev.Peer.State.DisconnectMessage)
-		s.handler.SessionDown(id)
+		s.handler.SessionDown(id, ev.Peer.State.DisconnectReason == api.PeerState_DISCONNECT_REASON_GRACEFUL_RESTART)
+		select {
+		case s.rearms <- iface:
+		default: // one is pending anyway
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -24,8 +25,10 @@ import (
 	"github.com/fabricd/fabricd/unnumbered"
 )
 
-// StaleTime bounds how long routes left by an earlier run are kept when
-// not every peer sends End-of-RIB.
+// StaleTime bounds how long stale routes are kept when the peers do not
+// send End-of-RIB: routes left by an earlier run, and the paths of a
+// session that went down gracefully or because its link flapped. It is
+// FRR's default graceful-restart restart time.
 const StaleTime = 120 * time.Second
 
 // Options are what the command hands the daemon.
@@ -60,6 +63,14 @@ type Daemon struct {
 	// made and discovery runs on every uplink.
 	ready chan struct{}
 
+	// retainOnDown[u] makes the next session loss on uplink u keep its
+	// paths as stale instead of dropping them: set when fabricd itself
+	// resets the session because the link lost carrier. The ToR's
+	// forwarding state is intact, so when the link returns the FIB can
+	// use the paths at once instead of waiting for the session and the
+	// ToR's first-update delay.
+	retainOnDown [rib.MaxUplinks]atomic.Bool
+
 	mu      sync.Mutex
 	cfg     *config.Config
 	uplinks map[string]*uplink // by interface name
@@ -77,6 +88,11 @@ type uplink struct {
 	peer        unnumbered.Neighbor
 	established bool
 	eor         bool
+	// staleUntil is when the uplink's stale paths are dropped if its
+	// peer has not sent End-of-RIB by then; zero when it has none.
+	staleUntil time.Time
+	// downSince is when the uplink last lost carrier.
+	downSince time.Time
 }
 
 type event struct {
@@ -87,6 +103,8 @@ type event struct {
 type sessionEvent struct {
 	id   rib.Uplink
 	kind sessionKind
+	// stale: on sessionDown, the paths were kept as stale.
+	stale bool
 }
 
 type sessionKind int
@@ -307,6 +325,28 @@ func (d *Daemon) startUplink(ctx context.Context, id rib.Uplink, n config.Neighb
 	}()
 }
 
+// restoreAfterFlap puts an uplink that was down for less than the BGP
+// hold time back into the FIB at once, with the ToR it had before. After a
+// carrier flap the ToR's link-local address goes through duplicate address
+// detection again, so its first RA comes a second or two later; its
+// forwarding state is intact all the while. Should the RA show another
+// ToR, NeighborUp rewrites the uplink within milliseconds. After a longer
+// outage fabricd waits for the RA.
+func (d *Daemon) restoreAfterFlap(ctx context.Context, u *uplink, log *slog.Logger) {
+	d.mu.Lock()
+	peer, downSince := u.peer, u.downSince
+	hold := d.cfg.BGP.HoldTime
+	d.mu.Unlock()
+	if len(peer.MAC) == 0 || downSince.IsZero() || time.Since(downSince) >= hold {
+		return
+	}
+	log.Info("carrier back within the hold time; using the ToR it had until its next RA confirms it",
+		"down_for", time.Since(downSince).Round(time.Millisecond), "mac", peer.MAC.String())
+	if err := d.fib.SetUplink(ctx, u.id, u.neighbor.Interface, peer.Index, peer.MAC); err != nil {
+		log.Warn("restoring the uplink", "err", err)
+	}
+}
+
 // stopUplink stops discovery on iface and forgets its peer, paths and
 // kernel state.
 func (d *Daemon) stopUplink(ctx context.Context, iface string) {
@@ -377,13 +417,16 @@ func (d *Daemon) stopUplinks() {
 
 // control is the loop that reacts to discovery and session events.
 func (d *Daemon) control(ctx context.Context, haveStale bool) error {
-	var staleTimer <-chan time.Time
+	// One timer for every stale deadline: the earlier run's routes, and
+	// each uplink's stale paths.
+	var adoptedUntil time.Time
 	if haveStale {
-		t := time.NewTimer(StaleTime)
-		defer t.Stop()
-		staleTimer = t.C
+		adoptedUntil = time.Now().Add(StaleTime)
 	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		d.armStaleTimer(timer, adoptedUntil)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -392,13 +435,15 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 		case req := <-d.reloads:
 			changes, err := d.reload(ctx)
 			req.result <- reloadResult{changes: changes, err: err}
-		case <-staleTimer:
-			staleTimer = nil
-			d.log.Warn("not every peer sent End-of-RIB in time; removing routes of the earlier run that were not relearned")
-			if err := d.fib.SweepStale(ctx); err != nil {
-				return err
+		case now := <-timer.C:
+			if !adoptedUntil.IsZero() && !now.Before(adoptedUntil) {
+				adoptedUntil = time.Time{}
+				d.log.Warn("not every peer sent End-of-RIB in time; removing routes of the earlier run that were not relearned")
+				if err := d.fib.SweepStale(ctx); err != nil {
+					return err
+				}
 			}
-			haveStale = false
+			d.expireStalePaths(now)
 		case ev := <-d.events:
 			switch {
 			case ev.discovery != nil:
@@ -406,15 +451,50 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 			case ev.session != nil:
 				d.onSession(*ev.session)
 				d.notifier.Status(d.statusLine())
-				if haveStale && d.allEndOfRIB() {
+				if !adoptedUntil.IsZero() && d.allEndOfRIB() {
+					adoptedUntil = time.Time{}
 					d.log.Info("every peer sent End-of-RIB; removing routes of the earlier run that were not relearned")
 					if err := d.fib.SweepStale(ctx); err != nil {
 						return err
 					}
-					haveStale, staleTimer = false, nil
 				}
 			}
 		}
+	}
+}
+
+// armStaleTimer sets timer for the earliest stale deadline.
+func (d *Daemon) armStaleTimer(timer *time.Timer, adoptedUntil time.Time) {
+	next := adoptedUntil
+	d.mu.Lock()
+	for _, u := range d.uplinks {
+		if !u.staleUntil.IsZero() && (next.IsZero() || u.staleUntil.Before(next)) {
+			next = u.staleUntil
+		}
+	}
+	d.mu.Unlock()
+	if next.IsZero() {
+		timer.Stop()
+		return
+	}
+	timer.Reset(max(time.Until(next), 0))
+}
+
+// expireStalePaths drops the stale paths of uplinks whose peer did not
+// resend its table in time.
+func (d *Daemon) expireStalePaths(now time.Time) {
+	d.mu.Lock()
+	var expired []*uplink
+	for _, u := range d.uplinks {
+		if !u.staleUntil.IsZero() && !now.Before(u.staleUntil) {
+			u.staleUntil = time.Time{}
+			expired = append(expired, u)
+		}
+	}
+	d.mu.Unlock()
+	for _, u := range expired {
+		n := d.rib.SweepStale(u.id)
+		d.log.Warn("stale paths expired before the peer resent them", "interface", u.neighbor.Interface, "paths", n)
 	}
 }
 
@@ -433,16 +513,22 @@ func (d *Daemon) onDiscovery(ctx context.Context, ev unnumbered.Event) {
 	switch ev.Kind {
 	case unnumbered.LinkDown:
 		// Carrier loss: stop forwarding through the uplink now rather
-		// than after the hold timer, and drop the session.
+		// than after the hold timer, and reset the session, keeping its
+		// paths as stale for when the link returns.
 		log.Warn("uplink lost carrier")
 		if err := d.fib.UplinkDown(ctx, u.id); err != nil {
 			return
 		}
+		d.mu.Lock()
+		u.downSince = time.Now()
+		d.mu.Unlock()
+		d.retainOnDown[u.id].Store(true)
 		if err := d.speaker.ResetPeer(ctx, ev.Interface); err != nil {
 			log.Warn("resetting session after carrier loss", "err", err)
 		}
 	case unnumbered.LinkUp:
 		log.Info("uplink has carrier")
+		d.restoreAfterFlap(ctx, u, log)
 	case unnumbered.NeighborUp:
 		n := ev.Neighbor
 		log.Info("ToR discovered", "address", n.Addr, "mac", n.MAC.String())
@@ -480,8 +566,12 @@ func (d *Daemon) onSession(ev sessionEvent) {
 		u.established, u.eor = true, false
 	case sessionDown:
 		u.established, u.eor = false, false
+		if ev.stale {
+			u.staleUntil = time.Now().Add(StaleTime)
+		}
 	case endOfRIB:
 		u.eor = true
+		u.staleUntil = time.Time{}
 	}
 }
 
@@ -511,21 +601,38 @@ func (h *bgpHandler) Route(id int, prefix netip.Prefix, asPathLen int, withdraw 
 	h.rib.Update(rib.Uplink(id), prefix, asPathLen)
 }
 
-func (h *bgpHandler) SessionUp(id int) { h.session(id, sessionUp) }
-
-func (h *bgpHandler) SessionDown(id int) {
-	h.rib.DropUplink(rib.Uplink(id))
-	h.session(id, sessionDown)
+func (h *bgpHandler) SessionUp(id int) {
+	h.retainOnDown[id].Store(false)
+	h.session(sessionEvent{id: rib.Uplink(id), kind: sessionUp})
 }
 
-func (h *bgpHandler) EndOfRIB(id int) { h.session(id, endOfRIB) }
+func (h *bgpHandler) SessionDown(id int, graceful bool) {
+	u := rib.Uplink(id)
+	if graceful || h.retainOnDown[id].Swap(false) {
+		n := h.rib.MarkStale(u)
+		h.log.Info("keeping the session's paths as stale until the peer resends them", "uplink", id, "paths", n, "graceful_restart", graceful)
+		h.session(sessionEvent{id: u, kind: sessionDown, stale: true})
+		return
+	}
+	h.rib.DropUplink(u)
+	h.session(sessionEvent{id: u, kind: sessionDown})
+}
 
-func (h *bgpHandler) session(id int, kind sessionKind) {
+// EndOfRIB sweeps the stale paths the peer did not resend. It runs in
+// order with the peer's updates, so every path it resent is fresh by now.
+func (h *bgpHandler) EndOfRIB(id int) {
+	if n := h.rib.SweepStale(rib.Uplink(id)); n > 0 {
+		h.log.Info("peer did not resend some stale paths; removed them", "uplink", id, "paths", n)
+	}
+	h.session(sessionEvent{id: rib.Uplink(id), kind: endOfRIB})
+}
+
+func (h *bgpHandler) session(ev sessionEvent) {
 	// Never block GoBGP's event goroutine on a stopped control loop.
 	select {
-	case h.events <- event{session: &sessionEvent{id: rib.Uplink(id), kind: kind}}:
+	case h.events <- event{session: &ev}:
 	default:
-		h.log.Warn("control loop is not keeping up; dropped a session event", "uplink", id, "kind", kind)
+		h.log.Warn("control loop is not keeping up; dropped a session event", "uplink", ev.id, "kind", ev.kind)
 	}
 }
 

@@ -71,6 +71,10 @@ func (s NexthopSet) String() string {
 type path struct {
 	uplink    Uplink
 	asPathLen uint8 // saturated at 255; longer paths are not realistic in a fabric
+	// stale paths are kept from a session that went down (graceful
+	// restart, or a link flap) until the peer resends them or the stale
+	// time ends; they are used for forwarding like the others.
+	stale bool
 }
 
 // Change is a prefix whose best nexthop set may have changed. An empty
@@ -122,6 +126,7 @@ func (r *RIB) Update(u Uplink, prefix netip.Prefix, asPathLen int) {
 	paths := r.routes[prefix]
 	i := slices.IndexFunc(paths, func(p path) bool { return p.uplink == u })
 	if i >= 0 {
+		paths[i].stale = false
 		if paths[i].asPathLen == l {
 			return
 		}
@@ -165,6 +170,39 @@ func (r *RIB) DropUplink(u Uplink) int {
 	n := 0
 	for prefix, paths := range r.routes {
 		if slices.ContainsFunc(paths, func(p path) bool { return p.uplink == u }) {
+			r.withdrawLocked(u, prefix)
+			n++
+		}
+	}
+	return n
+}
+
+// MarkStale marks every path of uplink u stale, as when its session went
+// down but its routes are to be kept for now. It returns how many.
+func (r *RIB) MarkStale(u Uplink) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, paths := range r.routes {
+		for i := range paths {
+			if paths[i].uplink == u {
+				paths[i].stale = true
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// SweepStale withdraws uplink u's paths that are still stale: the peer
+// came back and did not resend them, or never came back in time. It
+// returns how many.
+func (r *RIB) SweepStale(u Uplink) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for prefix, paths := range r.routes {
+		if slices.ContainsFunc(paths, func(p path) bool { return p.uplink == u && p.stale }) {
 			r.withdrawLocked(u, prefix)
 			n++
 		}

@@ -127,3 +127,30 @@ func BenchmarkUpdateDrain100k(b *testing.B) {
 		buf = r.Drain(buf[:0])
 	}
 }
+
+func TestStalePaths(t *testing.T) {
+	r := New()
+	r.Update(0, p1, 2)
+	r.Update(0, p2, 2)
+	r.Update(1, p1, 2)
+	drain(r)
+	if n := r.MarkStale(0); n != 2 {
+		t.Fatalf("MarkStale = %d", n)
+	}
+	// Stale paths still forward: nothing changes for the FIB.
+	if got := drain(r); len(got) != 0 || r.Best(p1) != Of(0, 1) {
+		t.Fatalf("marking stale changed the FIB: %v %v", got, r.Best(p1))
+	}
+	// The peer resends p1 only; the sweep then removes p2.
+	r.Update(0, p1, 2)
+	if n := r.SweepStale(0); n != 1 {
+		t.Fatalf("SweepStale = %d, want 1", n)
+	}
+	got := drain(r)
+	if got[p2] != 0 || len(got) != 1 || r.Best(p1) != Of(0, 1) {
+		t.Fatalf("after sweep: %v best %v", got, r.Best(p1))
+	}
+	if n := r.SweepStale(0); n != 0 {
+		t.Fatalf("second sweep removed %d", n)
+	}
+}

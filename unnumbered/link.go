@@ -444,6 +444,11 @@ func (r *runner) onRA(ctx context.Context, p packet, ra *ndp.RouterAdvertisement
 		r.rsDue = time.Time{}
 		r.rsBackoff.reset()
 		r.emit(ctx, Event{Kind: NeighborUp, Interface: r.l.cfg.Interface, Neighbor: n})
+		// A router that just appeared (or came back after a flap, its
+		// address fresh from DAD) may not have heard our earlier RAs:
+		// advertise now rather than at the next period, since FRR will
+		// not connect before it has.
+		r.sendRA(p.at)
 	}
 }
 

@@ -295,6 +295,7 @@ func TestRunLifecycle(t *testing.T) {
 		n.RouterLifetime != 15*time.Second || n.LastRA.IsZero() {
 		t.Fatalf("NeighborUp %+v", n)
 	}
+	expectRA(t, c) // the new router hears from us at once
 
 	// Refresh: no event.
 	c.inject(t, raBytes(t, mac1, 15*time.Second), 255, tor1)
@@ -312,8 +313,8 @@ func TestRunLifecycle(t *testing.T) {
 	if !st.LinkUp || st.Neighbor == nil || st.Neighbor.MAC.String() != mac1 || st.Interface != "ens3" {
 		t.Fatalf("status %+v", st)
 	}
-	if st.RAsReceived != 3 || st.RAsIgnored != 3 || st.RAsSent != 1 || st.RSsSent != 1 {
-		t.Fatalf("counters: received %d ignored %d sent %d/%d, want 3 3 1/1",
+	if st.RAsReceived != 3 || st.RAsIgnored != 3 || st.RAsSent != 2 || st.RSsSent != 1 {
+		t.Fatalf("counters: received %d ignored %d sent %d/%d, want 3 3 2/1",
 			st.RAsReceived, st.RAsIgnored, st.RAsSent, st.RSsSent)
 	}
 	st.Neighbor.MAC[0] = 0xff // must not reach the Link's copy
@@ -386,6 +387,7 @@ func TestRunNeighborExpires(t *testing.T) {
 
 	c.inject(t, raBytes(t, mac1, time.Second), 255, tor1)
 	up := h.expectEvent(NeighborUp)
+	expectRA(t, c) // a new router hears from us at once
 	down := h.expectEvent(NeighborDown)
 	if down.Neighbor.Addr != up.Neighbor.Addr {
 		t.Fatalf("NeighborDown for %v, want %v", down.Neighbor.Addr, up.Neighbor.Addr)

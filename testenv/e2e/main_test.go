@@ -25,6 +25,9 @@ import (
 var (
 	binDir string // fabricd and fabricctl built for this run
 
+	labsMu sync.Mutex
+	labs   []*testenv.Lab // every lab built, closed by TestMain
+
 	seedOnce sync.Once
 	seed     *testenv.Lab
 	seedErr  error
@@ -55,13 +58,22 @@ func run(m *testing.M) int {
 	}
 	binDir = dir
 	code := m.Run()
-	if seed != nil {
-		if err := seed.Close(); err != nil {
+	labsMu.Lock()
+	defer labsMu.Unlock()
+	for _, lab := range labs {
+		if err := lab.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "closing lab:", err)
 			code = 1
 		}
 	}
 	return code
+}
+
+// registerClose makes TestMain close lab after the last test.
+func registerClose(lab *testenv.Lab) {
+	labsMu.Lock()
+	defer labsMu.Unlock()
+	labs = append(labs, lab)
 }
 
 func skipReason() string {
@@ -94,6 +106,7 @@ func seedLab(t *testing.T) *testenv.Lab {
 		if seedErr != nil {
 			return
 		}
+		registerClose(seed)
 		if seedErr = seed.StartServers(ctx); seedErr != nil {
 			return
 		}
