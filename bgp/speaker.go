@@ -37,8 +37,9 @@ type Handler interface {
 	// to be kept (stale) until it has resent them.
 	SessionUp(id int)
 	SessionDown(id int, graceful bool)
-	// EndOfRIB reports that uplink id has sent its whole table.
-	EndOfRIB(id int)
+	// EndOfRIB reports that uplink id has sent its whole table of one
+	// family (4 or 6).
+	EndOfRIB(id int, family int)
 }
 
 // Config is the speaker's global configuration.
@@ -240,10 +241,10 @@ func (s *Speaker) addPeer(ctx context.Context, p Peer) error {
 			KeepaliveInterval: uint64(s.cfg.Keepalive / time.Second),
 			ConnectRetry:      uint64(s.cfg.ConnectRetry / time.Second),
 		}},
-		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{
-			Family:  &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST},
-			Enabled: true,
-		}}},
+		AfiSafis: []*api.AfiSafi{
+			{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, Enabled: true}},
+			{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, Enabled: true}},
+		},
 	}})
 	if err != nil {
 		return fmt.Errorf("adding BGP peer %s on %s: %w", p.Addr, p.Interface, err)
@@ -324,16 +325,23 @@ func (s *Speaker) Announce(ctx context.Context, prefix netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("announcing %s: %w", prefix, err)
 	}
-	// Next hop 0.0.0.0 makes GoBGP use the session's own address: the
-	// link-local IPv6 address, sent as an RFC 8950 extended next hop.
-	nh, err := gobgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
-	if err != nil {
-		return fmt.Errorf("announcing %s: %w", prefix, err)
-	}
-	path := &apiutil.Path{
-		Family: gobgp.RF_IPv4_UC,
-		Nlri:   nlri,
-		Attrs:  []gobgp.PathAttributeInterface{gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
+	// An unspecified next hop makes GoBGP use the session's own address:
+	// the link-local IPv6 address, for IPv4 as an RFC 8950 extended next
+	// hop.
+	var path *apiutil.Path
+	origin := gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	if prefix.Addr().Is4() {
+		nh, err := gobgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+		if err != nil {
+			return fmt.Errorf("announcing %s: %w", prefix, err)
+		}
+		path = &apiutil.Path{Family: gobgp.RF_IPv4_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, nh}}
+	} else {
+		mp, err := gobgp.NewPathAttributeMpReachNLRI(gobgp.RF_IPv6_UC, []gobgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
+		if err != nil {
+			return fmt.Errorf("announcing %s: %w", prefix, err)
+		}
+		path = &apiutil.Path{Family: gobgp.RF_IPv6_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, mp}}
 	}
 	if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}}); err != nil {
 		return fmt.Errorf("announcing %s: %w", prefix, err)
@@ -370,7 +378,7 @@ func (s *Speaker) onPaths(paths []*apiutil.Path, _ time.Time) {
 		return
 	}
 	for _, p := range paths {
-		if p.Family != gobgp.RF_IPv4_UC {
+		if p.Family != gobgp.RF_IPv4_UC && p.Family != gobgp.RF_IPv6_UC {
 			continue
 		}
 		// Every path of one event comes from the same peer, but check:
@@ -437,14 +445,20 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 }
 
 func (s *Speaker) onEOR(p *apiutil.Path, _ time.Time) {
-	if p.Family != gobgp.RF_IPv4_UC {
+	family := 0
+	switch p.Family {
+	case gobgp.RF_IPv4_UC:
+		family = 4
+	case gobgp.RF_IPv6_UC:
+		family = 6
+	default:
 		return
 	}
 	s.mu.RLock()
 	st, ok := s.byAddr[p.PeerAddress]
 	s.mu.RUnlock()
 	if ok {
-		s.handler.EndOfRIB(st.ID)
+		s.handler.EndOfRIB(st.ID, family)
 	}
 }
 

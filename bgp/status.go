@@ -122,8 +122,13 @@ type Route struct {
 	Paths  []Path
 }
 
-// Table returns the IPv4 unicast BGP table sorted by prefix.
-func (s *Speaker) Table(ctx context.Context) ([]Route, error) {
+// Table returns the IPv4 (family 4) or IPv6 (6) unicast BGP table sorted
+// by prefix.
+func (s *Speaker) Table(ctx context.Context, family int) ([]Route, error) {
+	rf := gobgp.RF_IPv4_UC
+	if family == 6 {
+		rf = gobgp.RF_IPv6_UC
+	}
 	s.mu.RLock()
 	byAddr := make(map[netip.Addr]Peer, len(s.byAddr))
 	for a, st := range s.byAddr {
@@ -132,7 +137,7 @@ func (s *Speaker) Table(ctx context.Context) ([]Route, error) {
 	s.mu.RUnlock()
 
 	var routes []Route
-	err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: gobgp.RF_IPv4_UC},
+	err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: rf},
 		func(nlri gobgp.NLRI, paths []*apiutil.Path) {
 			prefix, ok := nlriPrefix(nlri)
 			if !ok {

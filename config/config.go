@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -37,10 +38,14 @@ type Config struct {
 	BGP       BGP
 	Neighbors []Neighbor
 	Announce  []Announce
-	API       API
-	Log       Log
-	Metrics   Metrics
-	FIB       FIB
+	// AutoAnnounce derives pod blocks from the kernel's pod routes.
+	AutoAnnounce []AutoAnnounce
+	// AnnounceAddresses announces the addresses of matching interfaces.
+	AnnounceAddresses []AnnounceAddresses
+	API               API
+	Log               Log
+	Metrics           Metrics
+	FIB               FIB
 }
 
 // BGP holds session timers shared by all neighbors.
@@ -96,6 +101,22 @@ type Announce struct {
 	// addresses of the block that no pod holds is dropped here instead of
 	// bouncing back to the ToR.
 	Blackhole bool
+}
+
+// AutoAnnounce announces the blocks of an IP pool that hold pods of this
+// server: Calico's per-pod /32 routes on cali* interfaces, no datastore.
+type AutoAnnounce struct {
+	Pool       netip.Prefix
+	BlockSize  int
+	Interfaces string // glob
+	Blackhole  bool
+}
+
+// AnnounceAddresses announces the host addresses (/32, /128) found on
+// interfaces matching Interfaces, such as lo or kube-ipvs0.
+type AnnounceAddresses struct {
+	Interfaces string // glob
+	Exclude    []netip.Prefix
 }
 
 // API configures the gRPC socket.
@@ -190,15 +211,17 @@ func keyPath(k toml.Key) string { return strings.Join(k, ".") }
 // The raw structures mirror the file. Leaves are untyped so that the
 // validator, not the decoder, phrases every complaint about a value.
 type rawConfig struct {
-	ASN      any           `toml:"asn"`
-	RouterID any           `toml:"router-id"`
-	BGP      rawBGP        `toml:"bgp"`
-	Neighbor []rawNeighbor `toml:"neighbor"`
-	Announce []rawAnnounce `toml:"announce"`
-	API      rawAPI        `toml:"api"`
-	Log      rawLog        `toml:"log"`
-	Metrics  rawMetrics    `toml:"metrics"`
-	FIB      rawFIB        `toml:"fib"`
+	ASN               any                    `toml:"asn"`
+	RouterID          any                    `toml:"router-id"`
+	BGP               rawBGP                 `toml:"bgp"`
+	Neighbor          []rawNeighbor          `toml:"neighbor"`
+	Announce          []rawAnnounce          `toml:"announce"`
+	AutoAnnounce      []rawAutoAnnounce      `toml:"auto-announce"`
+	AnnounceAddresses []rawAnnounceAddresses `toml:"announce-addresses"`
+	API               rawAPI                 `toml:"api"`
+	Log               rawLog                 `toml:"log"`
+	Metrics           rawMetrics             `toml:"metrics"`
+	FIB               rawFIB                 `toml:"fib"`
 }
 
 type rawBGP struct {
@@ -216,6 +239,18 @@ type rawNeighbor struct {
 type rawAnnounce struct {
 	Prefix    any `toml:"prefix"`
 	Blackhole any `toml:"blackhole"`
+}
+
+type rawAutoAnnounce struct {
+	Pool       any `toml:"pool"`
+	BlockSize  any `toml:"block-size"`
+	Interfaces any `toml:"interfaces"`
+	Blackhole  any `toml:"blackhole"`
+}
+
+type rawAnnounceAddresses struct {
+	Interfaces any `toml:"interfaces"`
+	Exclude    any `toml:"exclude"`
 }
 
 type rawAPI struct {
@@ -300,6 +335,17 @@ func (v *validator) config(raw *rawConfig) *Config {
 		}
 		prefixes[a.Prefix] = i
 		cfg.Announce = append(cfg.Announce, a)
+	}
+
+	for i := range raw.AutoAnnounce {
+		if a, ok := v.autoAnnounce(i, &raw.AutoAnnounce[i]); ok {
+			cfg.AutoAnnounce = append(cfg.AutoAnnounce, a)
+		}
+	}
+	for i := range raw.AnnounceAddresses {
+		if a, ok := v.announceAddresses(i, &raw.AnnounceAddresses[i]); ok {
+			cfg.AnnounceAddresses = append(cfg.AnnounceAddresses, a)
+		}
 	}
 
 	cfg.API = API{Socket: DefaultSocket}
@@ -405,26 +451,117 @@ func (v *validator) announce(i int, raw *rawAnnounce) (Announce, bool) {
 		v.errorf(key, `required, e.g. prefix = "10.1.8.192/26"`)
 		return a, false
 	}
-	s, ok := v.str(key, raw.Prefix)
+	p, ok := v.prefix(key, raw.Prefix)
 	if !ok {
-		return a, false
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		v.errorf(key, "%q is not a prefix (address/length)", s)
-		return a, false
-	}
-	if p != p.Masked() {
-		v.errorf(key, "%s has host bits set; did you mean %s?", p, p.Masked())
-		return a, false
-	}
-	if !p.Addr().Is4() {
-		v.errorf(key, "%s: only IPv4 prefixes can be announced", p)
 		return a, false
 	}
 	a.Prefix = p
 	a.Blackhole = v.optBool(indexed("announce", i, "blackhole"), raw.Blackhole, false)
 	return a, true
+}
+
+// prefix validates a network prefix: parseable, host bits zero, not an
+// IPv4-mapped IPv6 prefix.
+func (v *validator) prefix(key string, val any) (netip.Prefix, bool) {
+	s, ok := v.str(key, val)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil:
+		v.errorf(key, "%q is not a prefix (address/length)", s)
+	case p.Addr().Is4In6():
+		v.errorf(key, "%s: write IPv4 prefixes in IPv4 notation", p)
+	case p.Addr().Zone() != "":
+		v.errorf(key, "%s: a prefix has no zone", p)
+	case p != p.Masked():
+		v.errorf(key, "%s has host bits set; did you mean %s?", p, p.Masked())
+	default:
+		return p, true
+	}
+	return netip.Prefix{}, false
+}
+
+func (v *validator) autoAnnounce(i int, raw *rawAutoAnnounce) (AutoAnnounce, bool) {
+	var a AutoAnnounce
+	ok := true
+	if raw.Pool == nil {
+		v.errorf(indexed("auto-announce", i, "pool"), `required, e.g. pool = "10.1.0.0/16"`)
+		ok = false
+	} else if p, good := v.prefix(indexed("auto-announce", i, "pool"), raw.Pool); good {
+		a.Pool = p
+	} else {
+		ok = false
+	}
+	maxBits := int64(32)
+	if a.Pool.Addr().Is6() {
+		maxBits = 128
+	}
+	key := indexed("auto-announce", i, "block-size")
+	if raw.BlockSize == nil {
+		v.errorf(key, "required: the IPAM block size, e.g. block-size = 26")
+		ok = false
+	} else if n, good := v.integer(key, raw.BlockSize, 0, maxBits); good {
+		if a.Pool.IsValid() && int(n) < a.Pool.Bits() {
+			v.errorf(key, "a /%d block cannot be inside the /%d pool", n, a.Pool.Bits())
+			ok = false
+		}
+		a.BlockSize = int(n)
+	} else {
+		ok = false
+	}
+	a.Interfaces = "cali*"
+	if g, good := v.glob(indexed("auto-announce", i, "interfaces"), raw.Interfaces); good {
+		a.Interfaces = g
+	} else if raw.Interfaces != nil {
+		ok = false
+	}
+	a.Blackhole = v.optBool(indexed("auto-announce", i, "blackhole"), raw.Blackhole, false)
+	return a, ok
+}
+
+func (v *validator) announceAddresses(i int, raw *rawAnnounceAddresses) (AnnounceAddresses, bool) {
+	var a AnnounceAddresses
+	key := indexed("announce-addresses", i, "interfaces")
+	if raw.Interfaces == nil {
+		v.errorf(key, `required, e.g. interfaces = "lo"`)
+		return a, false
+	}
+	g, ok := v.glob(key, raw.Interfaces)
+	if !ok {
+		return a, false
+	}
+	a.Interfaces = g
+	if raw.Exclude != nil {
+		key := indexed("announce-addresses", i, "exclude")
+		list, isList := raw.Exclude.([]any)
+		if !isList {
+			v.errorf(key, "must be a list of prefixes, not %s", describe(raw.Exclude))
+			return a, false
+		}
+		for _, e := range list {
+			p, good := v.prefix(key, e)
+			if !good {
+				return a, false
+			}
+			a.Exclude = append(a.Exclude, p)
+		}
+	}
+	return a, true
+}
+
+// glob validates an optional interface name pattern (path.Match syntax).
+func (v *validator) glob(key string, val any) (string, bool) {
+	s, ok := v.optStr(key, val)
+	if !ok {
+		return "", false
+	}
+	if _, err := path.Match(s, "x"); err != nil || s == "" || len(s) > 64 {
+		v.errorf(key, "%q is not an interface name pattern (e.g. \"cali*\")", s)
+		return "", false
+	}
+	return s, true
 }
 
 // asn accepts an integer or a decimal string ("65001", "4200000001", also

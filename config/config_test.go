@@ -167,3 +167,55 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseAutoAnnounce(t *testing.T) {
+	src := `asn = 65001
+router-id = "1.1.1.1"
+[[auto-announce]]
+pool = "10.1.0.0/16"
+block-size = 26
+interfaces = "cali*"
+blackhole = true
+[[auto-announce]]
+pool = "fd00:10::/48"
+block-size = 122
+[[announce-addresses]]
+interfaces = "lo"
+exclude = ["127.0.0.0/8"]
+[[announce]]
+prefix = "2001:db8:1::/64"
+`
+	cfg, err := Parse("x.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []AutoAnnounce{
+		{Pool: netip.MustParsePrefix("10.1.0.0/16"), BlockSize: 26, Interfaces: "cali*", Blackhole: true},
+		{Pool: netip.MustParsePrefix("fd00:10::/48"), BlockSize: 122, Interfaces: "cali*"},
+	}
+	if len(cfg.AutoAnnounce) != 2 || cfg.AutoAnnounce[0] != want[0] || cfg.AutoAnnounce[1] != want[1] {
+		t.Errorf("auto-announce = %+v", cfg.AutoAnnounce)
+	}
+	if len(cfg.AnnounceAddresses) != 1 || cfg.AnnounceAddresses[0].Interfaces != "lo" ||
+		len(cfg.AnnounceAddresses[0].Exclude) != 1 || cfg.AnnounceAddresses[0].Exclude[0] != netip.MustParsePrefix("127.0.0.0/8") {
+		t.Errorf("announce-addresses = %+v", cfg.AnnounceAddresses)
+	}
+	if cfg.Announce[0].Prefix != netip.MustParsePrefix("2001:db8:1::/64") {
+		t.Errorf("IPv6 announce = %+v", cfg.Announce)
+	}
+
+	bad := []struct{ src, want string }{
+		{"[[auto-announce]]\nblock-size = 26\n", "f.toml:3: auto-announce#1.pool: required"},
+		{"[[auto-announce]]\npool = \"10.1.0.0/16\"\nblock-size = 8\n", "f.toml:5: auto-announce#1.block-size: a /8 block cannot be inside the /16 pool"},
+		{"[[auto-announce]]\npool = \"10.1.0.0/16\"\nblock-size = 33\n", "f.toml:5: auto-announce#1.block-size: 33 is out of range 0-32"},
+		{"[[auto-announce]]\npool = \"10.1.0.0/16\"\nblock-size = 26\ninterfaces = \"cali[\"\n", "f.toml:6: auto-announce#1.interfaces: \"cali[\" is not an interface name pattern"},
+		{"[[announce-addresses]]\ninterfaces = \"lo\"\nexclude = \"127.0.0.0/8\"\n", "f.toml:5: announce-addresses#1.exclude: must be a list of prefixes"},
+		{"[[announce-addresses]]\nexclude = []\n", "f.toml:3: announce-addresses#1.interfaces: required"},
+	}
+	for _, b := range bad {
+		_, err := Parse("f.toml", []byte("asn = 1\nrouter-id = \"1.1.1.1\"\n"+b.src))
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%q: err = %v, want %q", b.src, err, b.want)
+		}
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fabricd/fabricd/api/fabricdpb"
-	"github.com/fabricd/fabricd/fib"
 	"github.com/fabricd/fabricd/rib"
 )
 
@@ -69,10 +68,18 @@ func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryReque
 	return out, nil
 }
 
-func (a *apiServer) GetBGPTable(ctx context.Context, _ *fabricdpb.GetBGPTableRequest) (*fabricdpb.BGPTable, error) {
+func (a *apiServer) GetBGPTable(ctx context.Context, req *fabricdpb.GetBGPTableRequest) (*fabricdpb.BGPTable, error) {
 	d := a.d
 	cfg := d.config()
-	routes, err := d.speaker.Table(ctx)
+	family := 4
+	switch req.GetAfi() {
+	case 0, 4:
+	case 6:
+		family = 6
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "afi %d: want 4 or 6", req.GetAfi())
+	}
+	routes, err := d.speaker.Table(ctx, family)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
@@ -91,7 +98,7 @@ func (a *apiServer) GetBGPTable(ctx context.Context, _ *fabricdpb.GetBGPTableReq
 				HasMed: p.HasMED,
 			}
 			if p.PeerID < 0 {
-				bp.NextHop, bp.Source, bp.Weight = "0.0.0.0", "config", 32768
+				bp.NextHop, bp.Source, bp.Weight = "0.0.0.0", d.announcementSource(r.Prefix), 32768
 			} else {
 				bp.NextHop, bp.Peer, bp.Source = p.Interface, p.Interface, "bgp"
 				bp.Multipath = !p.Best && installed.Has(rib.Uplink(p.PeerID))
@@ -111,11 +118,8 @@ func (a *apiServer) GetInstalledRoutes(ctx context.Context, _ *fabricdpb.GetInst
 	out := &fabricdpb.InstalledRoutes{}
 	for _, r := range routes {
 		ir := &fabricdpb.InstalledRoute{Prefix: r.Prefix.String(), Blackhole: r.Blackhole, Metric: r.Metric}
-		if !r.Blackhole {
-			ir.Gateway = fib.Gateway.String()
-		}
-		for _, ifi := range r.Ifindexes {
-			ir.Interfaces = append(ir.Interfaces, interfaceName(ifi))
+		for _, v := range r.Via {
+			ir.Nexthops = append(ir.Nexthops, &fabricdpb.InstalledNexthop{Interface: interfaceName(v.Ifindex), Gateway: v.Gateway.String()})
 		}
 		out.Routes = append(out.Routes, ir)
 	}

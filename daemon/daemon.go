@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fabricd/fabricd/api"
+	"github.com/fabricd/fabricd/autoannounce"
 	"github.com/fabricd/fabricd/bgp"
 	"github.com/fabricd/fabricd/config"
 	"github.com/fabricd/fabricd/fib"
@@ -71,10 +72,18 @@ type Daemon struct {
 	// ToR's first-update delay.
 	retainOnDown [rib.MaxUplinks]atomic.Bool
 
-	mu      sync.Mutex
-	cfg     *config.Config
-	uplinks map[string]*uplink // by interface name
-	ids     [rib.MaxUplinks]*uplink
+	// autoUpdates carries the kernel watcher's announcement sets.
+	autoUpdates chan []autoannounce.Announcement
+	// Owned by the control loop (and start, before it runs).
+	watcher    *autoWatcher
+	blackholes []netip.Prefix // in the kernel, sorted
+
+	mu        sync.Mutex
+	cfg       *config.Config
+	auto      []autoannounce.Announcement // the watcher's latest set
+	announced map[netip.Prefix]announcement
+	uplinks   map[string]*uplink // by interface name
+	ids       [rib.MaxUplinks]*uplink
 }
 
 type uplink struct {
@@ -130,6 +139,8 @@ func New(opts Options) *Daemon {
 		pings:    make(chan chan struct{}),
 		ready:    make(chan struct{}),
 		uplinks:  make(map[string]*uplink),
+
+		autoUpdates: make(chan []autoannounce.Announcement, 1),
 	}
 	d.fib = fib.NewWriter(opts.Kernel, d.rib, fib.Options{
 		Metric:         cfg.FIB.Metric,
@@ -211,13 +222,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		close(d.ready)
 		d.notifier.Ready(d.statusLine())
-		d.log.Info("fabricd is up", "asn", cfg.ASN, "router_id", cfg.RouterID, "uplinks", len(cfg.Neighbors), "announced", len(cfg.Announce))
+		d.mu.Lock()
+		announced := len(d.announced)
+		d.mu.Unlock()
+		d.log.Info("fabricd is up", "asn", cfg.ASN, "router_id", cfg.RouterID, "uplinks", len(cfg.Neighbors), "announced", announced)
 		return d.control(gctx, adopted > 0)
 	})
 
 	<-gctx.Done()
 	d.notifier.Stopping()
 	err = g.Wait()
+	d.stopAutoWatcher()
 	d.stopUplinks()
 
 	stopFIB()
@@ -260,19 +275,16 @@ func (d *Daemon) statusLine() string {
 	return fmt.Sprintf("%d of %d BGP sessions established, %d routes installed", up, total, d.fib.Stats().Routes.Load())
 }
 
-// start announces the configured prefixes, installs the blackholes and
-// starts discovery on every uplink.
+// start announces the configured and derived prefixes, installs the
+// blackholes and starts discovery on every uplink.
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.config()
-	for _, a := range cfg.Announce {
-		if err := d.speaker.Announce(ctx, a.Prefix); err != nil {
-			return err
-		}
-	}
-	if err := d.fib.SetBlackholes(ctx, blackholes(cfg)); err != nil {
+	d.setAutoWatcher(ctx, cfg)
+	d.awaitFirstAutoSet(ctx)
+	if _, err := d.syncAnnouncements(ctx); err != nil {
 		return err
 	}
-	for i, n := range d.config().Neighbors {
+	for i, n := range cfg.Neighbors {
 		d.startUplink(ctx, rib.Uplink(i), n)
 	}
 	return nil
@@ -342,7 +354,7 @@ func (d *Daemon) restoreAfterFlap(ctx context.Context, u *uplink, log *slog.Logg
 	}
 	log.Info("carrier back within the hold time; using the ToR it had until its next RA confirms it",
 		"down_for", time.Since(downSince).Round(time.Millisecond), "mac", peer.MAC.String())
-	if err := d.fib.SetUplink(ctx, u.id, u.neighbor.Interface, peer.Index, peer.MAC); err != nil {
+	if err := d.fib.SetUplink(ctx, u.id, u.neighbor.Interface, peer.Index, peer.MAC, peer.Addr); err != nil {
 		log.Warn("restoring the uplink", "err", err)
 	}
 }
@@ -435,6 +447,17 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 		case req := <-d.reloads:
 			changes, err := d.reload(ctx)
 			req.result <- reloadResult{changes: changes, err: err}
+		case set := <-d.autoUpdates:
+			d.mu.Lock()
+			d.auto = set
+			d.mu.Unlock()
+			changes, err := d.syncAnnouncements(ctx)
+			if err != nil {
+				d.log.Error("updating derived announcements", "err", err)
+			}
+			for _, c := range changes {
+				d.log.Info("announcements changed", "change", c)
+			}
 		case now := <-timer.C:
 			if !adoptedUntil.IsZero() && !now.Before(adoptedUntil) {
 				adoptedUntil = time.Time{}
@@ -493,7 +516,7 @@ func (d *Daemon) expireStalePaths(now time.Time) {
 	}
 	d.mu.Unlock()
 	for _, u := range expired {
-		n := d.rib.SweepStale(u.id)
+		n := d.rib.SweepStale(u.id, 0)
 		d.log.Warn("stale paths expired before the peer resent them", "interface", u.neighbor.Interface, "paths", n)
 	}
 }
@@ -538,7 +561,7 @@ func (d *Daemon) onDiscovery(ctx context.Context, ev unnumbered.Event) {
 		d.mu.Unlock()
 		if len(n.MAC) == 0 {
 			log.Warn("ToR's router advertisement has no source link-layer address; cannot install routes through it yet")
-		} else if err := d.fib.SetUplink(ctx, u.id, ev.Interface, n.Index, n.MAC); err != nil {
+		} else if err := d.fib.SetUplink(ctx, u.id, ev.Interface, n.Index, n.MAC, n.Addr); err != nil {
 			return
 		}
 		err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Interface: ev.Interface, Addr: n.Addr, RemoteAS: remoteAS})
@@ -618,13 +641,16 @@ func (h *bgpHandler) SessionDown(id int, graceful bool) {
 	h.session(sessionEvent{id: u, kind: sessionDown})
 }
 
-// EndOfRIB sweeps the stale paths the peer did not resend. It runs in
-// order with the peer's updates, so every path it resent is fresh by now.
-func (h *bgpHandler) EndOfRIB(id int) {
-	if n := h.rib.SweepStale(rib.Uplink(id)); n > 0 {
-		h.log.Info("peer did not resend some stale paths; removed them", "uplink", id, "paths", n)
+// EndOfRIB sweeps the stale paths of the family the peer did not resend.
+// It runs in order with the peer's updates, so every path it resent is
+// fresh by now.
+func (h *bgpHandler) EndOfRIB(id int, family int) {
+	if n := h.rib.SweepStale(rib.Uplink(id), family); n > 0 {
+		h.log.Info("peer did not resend some stale paths; removed them", "uplink", id, "family", family, "paths", n)
 	}
-	h.session(sessionEvent{id: rib.Uplink(id), kind: endOfRIB})
+	if family == 4 {
+		h.session(sessionEvent{id: rib.Uplink(id), kind: endOfRIB})
+	}
 }
 
 func (h *bgpHandler) session(ev sessionEvent) {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/fabricd/fabricd/config"
@@ -60,34 +58,14 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 		changes = append(changes, fmt.Sprintf("log level %s", next.Log.Level))
 	}
 
-	// Announcements: withdraw what went, announce what came.
-	curAnn := announceMap(cur)
-	nextAnn := announceMap(next)
 	var errs []error
-	for p := range curAnn {
-		if _, keep := nextAnn[p]; !keep {
-			if err := d.speaker.Withdraw(ctx, p); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			changes = append(changes, "withdrew "+p.String())
-		}
-	}
-	for _, a := range next.Announce {
-		if _, had := curAnn[a.Prefix]; !had {
-			if err := d.speaker.Announce(ctx, a.Prefix); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			changes = append(changes, "announced "+a.Prefix.String())
-		}
-	}
-	if !slices.Equal(blackholes(cur), blackholes(next)) {
-		if err := d.fib.SetBlackholes(ctx, blackholes(next)); err != nil {
-			errs = append(errs, err)
-		} else {
-			changes = append(changes, fmt.Sprintf("blackholes now %v", blackholes(next)))
-		}
+	// Announcements, configured and derived, and their blackholes.
+	d.setConfig(next)
+	d.setAutoWatcher(ctx, next)
+	annChanges, err := d.syncAnnouncements(ctx)
+	changes = append(changes, annChanges...)
+	if err != nil {
+		errs = append(errs, err)
 	}
 
 	// Neighbors: stop removed uplinks, start new ones, update changed ones.
@@ -114,7 +92,6 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 		}
 	}
 
-	d.setConfig(next)
 	if len(changes) == 0 {
 		changes = append(changes, "no changes")
 	}
@@ -137,24 +114,4 @@ func restartOnly(cur, next *config.Config) []string {
 	check("metrics", cur.Metrics != next.Metrics)
 	check("fib", cur.FIB != next.FIB)
 	return keys
-}
-
-func announceMap(c *config.Config) map[netip.Prefix]config.Announce {
-	m := make(map[netip.Prefix]config.Announce, len(c.Announce))
-	for _, a := range c.Announce {
-		m[a.Prefix] = a
-	}
-	return m
-}
-
-// blackholes lists the prefixes to blackhole, sorted.
-func blackholes(c *config.Config) []netip.Prefix {
-	var out []netip.Prefix
-	for _, a := range c.Announce {
-		if a.Blackhole {
-			out = append(out, a.Prefix)
-		}
-	}
-	slices.SortFunc(out, netip.Prefix.Compare)
-	return out
 }

@@ -40,6 +40,11 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 	start := len(b)
 	b = appendNlMsghdr(b, typ, flags, seq)
 
+	v4 := r.Prefix.Addr().Is4()
+	family := byte(unix.AF_INET6)
+	if v4 {
+		family = unix.AF_INET
+	}
 	// struct rtmsg
 	rtType, scope := byte(unix.RTN_UNICAST), byte(unix.RT_SCOPE_UNIVERSE)
 	var rtFlags uint32
@@ -49,57 +54,66 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 		rtType, scope = unix.RTN_UNSPEC, unix.RT_SCOPE_NOWHERE
 	case r.Blackhole:
 		rtType = unix.RTN_BLACKHOLE
-	case r.NexthopID == 0 && len(r.Ifindexes) == 1:
+	case r.NexthopID == 0 && len(r.Via) == 1 && v4:
 		rtFlags = unix.RTNH_F_ONLINK
 	}
-	b = append(b, unix.AF_INET, byte(r.Prefix.Bits()), 0, 0,
+	b = append(b, family, byte(r.Prefix.Bits()), 0, 0,
 		unix.RT_TABLE_MAIN, ProtoBGP, scope, rtType)
 	b = binary.NativeEndian.AppendUint32(b, rtFlags)
 
-	dst := r.Prefix.Addr().As4()
-	b = appendAttr(b, unix.RTA_DST, dst[:])
+	b = appendAttr(b, unix.RTA_DST, r.Prefix.Addr().AsSlice())
 	b = appendAttrU32(b, unix.RTA_PRIORITY, r.Metric)
 
 	switch {
 	case op.Kind == OpDelete || r.Blackhole:
 	case r.NexthopID != 0:
 		b = appendAttrU32(b, rtaNHID, r.NexthopID)
+	case len(r.Via) == 1:
+		b = appendAttr(b, unix.RTA_GATEWAY, r.Via[0].Gateway.AsSlice())
+		b = appendAttrU32(b, unix.RTA_OIF, uint32(r.Via[0].Ifindex))
 	default:
-		gw := Gateway.As4()
-		if len(r.Ifindexes) == 1 {
-			b = appendAttr(b, unix.RTA_GATEWAY, gw[:])
-			b = appendAttrU32(b, unix.RTA_OIF, uint32(r.Ifindexes[0]))
-		} else {
-			// RTA_MULTIPATH: a struct rtnexthop per hop, each followed by
-			// its own RTA_GATEWAY.
-			const hopLen = unix.SizeofRtNexthop + 8
-			b = appendAttrHeader(b, unix.RTA_MULTIPATH, len(r.Ifindexes)*hopLen)
-			for _, ifi := range r.Ifindexes {
-				b = binary.NativeEndian.AppendUint16(b, hopLen)
-				b = append(b, unix.RTNH_F_ONLINK, 0)
-				b = binary.NativeEndian.AppendUint32(b, uint32(ifi))
-				b = appendAttr(b, unix.RTA_GATEWAY, gw[:])
-			}
+		// RTA_MULTIPATH: a struct rtnexthop per hop, each followed by its
+		// own RTA_GATEWAY.
+		hopFlags := byte(0)
+		if v4 {
+			hopFlags = unix.RTNH_F_ONLINK
+		}
+		gwLen := 4
+		if !v4 {
+			gwLen = 16
+		}
+		hopLen := unix.SizeofRtNexthop + unix.SizeofRtAttr + gwLen
+		b = appendAttrHeader(b, unix.RTA_MULTIPATH, len(r.Via)*hopLen)
+		for _, v := range r.Via {
+			b = binary.NativeEndian.AppendUint16(b, uint16(hopLen))
+			b = append(b, hopFlags, 0)
+			b = binary.NativeEndian.AppendUint32(b, uint32(v.Ifindex))
+			b = appendAttr(b, unix.RTA_GATEWAY, v.Gateway.AsSlice())
 		}
 	}
 	return finishMsg(b, start)
 }
 
 // appendNexthopMsg appends an RTM_NEWNEXTHOP/RTM_DELNEXTHOP message: a
-// single "via 169.254.0.1 dev IF onlink" next hop, or a multipath group.
+// single next hop ("via 169.254.0.1 dev IF onlink", or "via fe80::… dev
+// IF"), or a multipath group.
 func appendNexthopMsg(b []byte, op Op, seq uint32, flags int) []byte {
 	nh := op.Nexthop
 	typ, flags := opFlags(op.Kind, unix.RTM_NEWNEXTHOP, unix.RTM_DELNEXTHOP, flags)
 	start := len(b)
 	b = appendNlMsghdr(b, typ, flags, seq)
-	// struct nhmsg: family, scope, protocol, reserved, flags
-	// A delete must leave protocol and flags zero: the kernel refuses
-	// "invalid values in header" otherwise.
+	// struct nhmsg: family, scope, protocol, reserved, flags. A delete
+	// must leave protocol and flags zero: the kernel refuses "invalid
+	// values in header" otherwise.
 	family, proto, nhFlags := byte(unix.AF_UNSPEC), byte(0), uint32(0)
 	if op.Kind != OpDelete {
 		proto = ProtoBGP
-		if nh.Group == nil {
+		switch {
+		case nh.Group != nil:
+		case nh.Via.Gateway.Is4():
 			family, nhFlags = unix.AF_INET, unix.RTNH_F_ONLINK
+		default:
+			family = unix.AF_INET6
 		}
 	}
 	b = append(b, family, 0, proto, 0)
@@ -114,9 +128,8 @@ func appendNexthopMsg(b []byte, op Op, seq uint32, flags int) []byte {
 				b = append(b, 0, 0, 0, 0)
 			}
 		} else {
-			gw := Gateway.As4()
-			b = appendAttrU32(b, unix.NHA_OIF, uint32(nh.Ifindex))
-			b = appendAttr(b, unix.NHA_GATEWAY, gw[:])
+			b = appendAttrU32(b, unix.NHA_OIF, uint32(nh.Via.Ifindex))
+			b = appendAttr(b, unix.NHA_GATEWAY, nh.Via.Gateway.AsSlice())
 		}
 	}
 	return finishMsg(b, start)
@@ -180,25 +193,35 @@ func appendAttrU32(b []byte, typ uint16, v uint32) []byte {
 }
 
 // parseRoute decodes an RTM_NEWROUTE payload; ok is false for routes that
-// are not IPv4 main-table routes of protocol ProtoBGP, and for garbage.
+// are not main-table routes of protocol ProtoBGP, and for garbage.
 func parseRoute(data []byte) (r Route, ok bool) {
 	if len(data) < unix.SizeofRtMsg {
 		return r, false
 	}
 	family, dstLen, table, proto, typ := data[0], int(data[1]), data[4], data[5], data[7]
-	if family != unix.AF_INET || proto != ProtoBGP || dstLen > 32 {
+	addrLen := 4
+	switch family {
+	case unix.AF_INET:
+	case unix.AF_INET6:
+		addrLen = 16
+	default:
+		return r, false
+	}
+	if proto != ProtoBGP || dstLen > 8*addrLen {
 		return r, false
 	}
 	r.Blackhole = typ == unix.RTN_BLACKHOLE
-	var dst [4]byte
+	dst := make([]byte, addrLen) // the default route has no RTA_DST
 	tableID := uint32(table)
+	var oif int
+	var gw netip.Addr
 	for attr := range attrs(data[unix.SizeofRtMsg:]) {
 		switch attr.typ {
 		case unix.RTA_DST:
-			if len(attr.data) != 4 {
+			if len(attr.data) != addrLen {
 				return r, false
 			}
-			copy(dst[:], attr.data)
+			copy(dst, attr.data)
 		case unix.RTA_TABLE:
 			if len(attr.data) == 4 {
 				tableID = binary.NativeEndian.Uint32(attr.data)
@@ -213,24 +236,46 @@ func parseRoute(data []byte) (r Route, ok bool) {
 			}
 		case unix.RTA_OIF:
 			if len(attr.data) == 4 {
-				r.Ifindexes = append(r.Ifindexes, int(binary.NativeEndian.Uint32(attr.data)))
+				oif = int(binary.NativeEndian.Uint32(attr.data))
 			}
+		case unix.RTA_GATEWAY:
+			gw, _ = netip.AddrFromSlice(attr.data)
 		case unix.RTA_MULTIPATH:
-			for b := attr.data; len(b) >= unix.SizeofRtNexthop; {
-				l := int(binary.NativeEndian.Uint16(b))
-				if l < unix.SizeofRtNexthop || l > len(b) {
-					break
-				}
-				r.Ifindexes = append(r.Ifindexes, int(int32(binary.NativeEndian.Uint32(b[4:]))))
-				b = b[rtaAlign(l):]
-			}
+			r.Via = append(r.Via, parseMultipath(attr.data)...)
 		}
 	}
 	if tableID != unix.RT_TABLE_MAIN {
 		return r, false
 	}
-	r.Prefix = netip.PrefixFrom(netip.AddrFrom4(dst), dstLen)
+	if oif != 0 {
+		r.Via = append(r.Via, Via{Ifindex: oif, Gateway: gw})
+	}
+	addr, _ := netip.AddrFromSlice(dst)
+	r.Prefix = netip.PrefixFrom(addr, dstLen)
 	return r, true
+}
+
+// parseMultipath decodes the struct rtnexthop list of RTA_MULTIPATH.
+func parseMultipath(b []byte) []Via {
+	var vias []Via
+	for len(b) >= unix.SizeofRtNexthop {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < unix.SizeofRtNexthop || l > len(b) {
+			break
+		}
+		v := Via{Ifindex: int(int32(binary.NativeEndian.Uint32(b[4:])))}
+		for attr := range attrs(b[unix.SizeofRtNexthop:l]) {
+			if attr.typ == unix.RTA_GATEWAY {
+				v.Gateway, _ = netip.AddrFromSlice(attr.data)
+			}
+		}
+		vias = append(vias, v)
+		if rtaAlign(l) >= len(b) {
+			break
+		}
+		b = b[rtaAlign(l):]
+	}
+	return vias
 }
 
 // parseNexthop decodes an RTM_NEWNEXTHOP payload.
@@ -247,8 +292,10 @@ func parseNexthop(data []byte) (nh Nexthop, ok bool) {
 			}
 		case unix.NHA_OIF:
 			if len(attr.data) == 4 {
-				nh.Ifindex = int(binary.NativeEndian.Uint32(attr.data))
+				nh.Via.Ifindex = int(binary.NativeEndian.Uint32(attr.data))
 			}
+		case unix.NHA_GATEWAY:
+			nh.Via.Gateway, _ = netip.AddrFromSlice(attr.data)
 		case unix.NHA_GROUP:
 			for b := attr.data; len(b) >= 8; b = b[8:] {
 				nh.Group = append(nh.Group, binary.NativeEndian.Uint32(b))

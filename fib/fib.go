@@ -60,10 +60,11 @@ type Writer struct {
 
 	// Nexthop objects; objects is false when routes carry inline next hops.
 	objects bool
-	// nexthops are the uplinks whose nexthop object exists.
-	nexthops rib.NexthopSet
-	// groups are the ECMP group objects by uplink set.
-	groups map[rib.NexthopSet]*group
+	// nexthops are the uplinks whose nexthop object exists, by family
+	// (index 0 IPv4, 1 IPv6).
+	nexthops [2]rib.NexthopSet
+	// groups are the ECMP group objects by uplink set and family.
+	groups map[groupKey]*group
 	// adoptedNexthops are objects an earlier run left.
 	adoptedNexthops map[uint32]struct{}
 
@@ -77,6 +78,27 @@ type uplink struct {
 	name    string
 	ifindex int
 	mac     net.HardwareAddr
+	ll      netip.Addr // the ToR's link-local address, the IPv6 next hop
+}
+
+// family indexes per-family state: 0 for IPv4, 1 for IPv6.
+type family int
+
+const (
+	ipv4 family = iota
+	ipv6
+)
+
+func familyOf(p netip.Prefix) family {
+	if p.Addr().Is4() {
+		return ipv4
+	}
+	return ipv6
+}
+
+type groupKey struct {
+	set rib.NexthopSet
+	fam family
 }
 
 // group is an ECMP nexthop group for a set of uplinks.
@@ -116,7 +138,7 @@ func NewWriter(k Kernel, r *rib.RIB, opts Options) *Writer {
 		blackholes:          make(map[netip.Prefix]struct{}),
 		installedBlackholes: make(map[netip.Prefix]struct{}),
 		adopted:             make(map[netip.Prefix]struct{}),
-		groups:              make(map[rib.NexthopSet]*group),
+		groups:              make(map[groupKey]*group),
 		adoptedNexthops:     make(map[uint32]struct{}),
 	}
 }
@@ -194,13 +216,14 @@ func (w *Writer) query(ctx context.Context, f func()) error {
 }
 
 // SetUplink declares uplink u usable: interface ifindex, carrier up, ToR at
-// mac. It (re)writes the 169.254.0.1 neighbour entry and points every route
-// whose best paths include u at it.
-func (w *Writer) SetUplink(ctx context.Context, u rib.Uplink, name string, ifindex int, mac net.HardwareAddr) error {
+// mac with link-local address ll. It (re)writes the 169.254.0.1 neighbour
+// entry and points every route whose best paths include u at it.
+func (w *Writer) SetUplink(ctx context.Context, u rib.Uplink, name string, ifindex int, mac net.HardwareAddr, ll netip.Addr) error {
 	mac = slices.Clone(mac)
+	ll = ll.WithZone("")
 	return w.exec(ctx, func() {
 		old := w.uplinks[u]
-		w.uplinks[u] = uplink{name: name, ifindex: ifindex, mac: mac}
+		w.uplinks[u] = uplink{name: name, ifindex: ifindex, mac: mac, ll: ll}
 		if err := w.kernel.SetNeighbor(Neighbor{Ifindex: ifindex, MAC: mac}); err != nil {
 			w.log.Error("writing neighbour entry", "uplink", name, "gateway", Gateway, "mac", mac.String(), "err", err)
 		} else {
@@ -303,7 +326,7 @@ func (w *Writer) Installed(ctx context.Context) ([]Route, error) {
 	err := w.query(ctx, func() {
 		for p, set := range w.installed {
 			r := w.route(p, set)
-			r.Ifindexes = w.ifindexes(set & w.usable)
+			r.Via = w.vias(set&w.usable, familyOf(p))
 			routes = append(routes, r)
 		}
 		for p := range w.installedBlackholes {
@@ -328,11 +351,13 @@ func (w *Writer) Flush() error {
 	if w.objects {
 		// Deleting an object deletes the routes that point at it: a few
 		// operations instead of one per route.
-		for set := range w.groups {
-			w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: groupID(set)}))
+		for k := range w.groups {
+			w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: groupID(k.set, k.fam)}))
 		}
-		for _, u := range w.nexthops.Uplinks() {
-			w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u)}))
+		for fam, set := range w.nexthops {
+			for _, u := range set.Uplinks() {
+				w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u, family(fam))}))
+			}
 		}
 		for id := range w.adoptedNexthops {
 			w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: id}))
@@ -375,17 +400,12 @@ func (w *Writer) SweepStale(ctx context.Context) error {
 
 // liveNexthop reports whether id is an object the writer uses now.
 func (w *Writer) liveNexthop(id uint32) bool {
-	for _, u := range w.nexthops.Uplinks() {
-		if nexthopID(u) == id {
-			return true
-		}
+	set, fam, isGroup, u := decodeID(id)
+	if isGroup {
+		_, ok := w.groups[groupKey{set, fam}]
+		return ok
 	}
-	for set := range w.groups {
-		if groupID(set) == id {
-			return true
-		}
-	}
-	return false
+	return w.nexthops[fam].Has(u)
 }
 
 // syncChanged applies what the RIB reports as changed.
@@ -435,31 +455,39 @@ func (w *Writer) setUsable(u rib.Uplink, usable bool) {
 }
 
 // setUsableObjects is setUsable with nexthop objects: one object
-// operation, plus per-route operations only for routes that appear or
-// disappear entirely.
+// operation per family, plus per-route operations only for routes that
+// appear or disappear entirely.
 func (w *Writer) setUsableObjects(u rib.Uplink, usable bool) {
 	w.ops = w.ops[:0]
 	if !usable {
-		if !w.nexthops.Has(u) {
-			return
-		}
-		// The kernel removes the object from every group, deletes groups
+		// The kernel removes the objects from every group, deletes groups
 		// left empty and every route pointing at a deleted object. (On
 		// carrier loss it has usually done so already.)
-		w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u)}))
+		for fam := range w.nexthops {
+			if w.nexthops[fam].Has(u) {
+				w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u, family(fam))}))
+			}
+		}
 		w.apply()
 		return
 	}
-	kind := OpAdd
-	if _, ok := w.adoptedNexthops[nexthopID(u)]; ok || w.nexthops.Has(u) {
-		kind = OpReplace
+	for _, fam := range []family{ipv4, ipv6} {
+		via, ok := w.via(u, fam)
+		if !ok {
+			continue
+		}
+		id := nexthopID(u, fam)
+		kind := OpAdd
+		if _, adopted := w.adoptedNexthops[id]; adopted || w.nexthops[fam].Has(u) {
+			kind = OpReplace
+		}
+		w.ops = append(w.ops, nexthopOp(kind, &Nexthop{ID: id, Via: via}))
 	}
-	w.ops = append(w.ops, nexthopOp(kind, &Nexthop{ID: nexthopID(u), Ifindex: w.uplinks[u].ifindex}))
 	// Groups that lost u get it back: ECMP is restored by one operation
 	// per group, whatever the number of routes.
-	for set, g := range w.groups {
-		if set.Has(u) && !g.members.Has(u) {
-			w.ops = append(w.ops, w.groupOp(OpReplace, set))
+	for k, g := range w.groups {
+		if k.set.Has(u) && !g.members.Has(u) {
+			w.ops = append(w.ops, w.groupOp(OpReplace, k))
 		}
 	}
 	// Routes that had no usable next hop come back one by one.
@@ -469,6 +497,16 @@ func (w *Writer) setUsableObjects(u rib.Uplink, usable bool) {
 		}
 	})
 	w.apply()
+}
+
+// via is uplink u's next hop for family fam; ok is false when it has none
+// (an IPv6 next hop needs the ToR's link-local address).
+func (w *Writer) via(u rib.Uplink, fam family) (Via, bool) {
+	up := w.uplinks[u]
+	if fam == ipv4 {
+		return Via{Ifindex: up.ifindex, Gateway: Gateway}, true
+	}
+	return Via{Ifindex: up.ifindex, Gateway: up.ll}, up.ll.IsValid()
 }
 
 // appendSync appends the ops that make the kernel's route for p match
@@ -497,18 +535,19 @@ func (w *Writer) appendSync(ops []Op, p netip.Prefix, best rib.NexthopSet) []Op 
 		return ops
 	}
 	if best.Len() > 1 {
-		switch g, exists := w.groups[best]; {
+		k := groupKey{best, familyOf(p)}
+		switch g, exists := w.groups[k]; {
 		case !exists:
 			kind := OpAdd
-			if _, adopted := w.adoptedNexthops[groupID(best)]; adopted {
+			if _, adopted := w.adoptedNexthops[groupID(k.set, k.fam)]; adopted {
 				kind = OpReplace
 			}
-			ops = append(ops, w.groupOp(kind, best))
+			ops = append(ops, w.groupOp(kind, k))
 			// Recorded before apply so that later routes of the batch
 			// do not create it again; apply rolls it back on failure.
-			w.groups[best] = &group{members: want}
+			w.groups[k] = &group{members: want}
 		case g.members != want:
-			ops = append(ops, w.groupOp(OpReplace, best))
+			ops = append(ops, w.groupOp(OpReplace, k))
 		}
 	}
 	return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, best), nexthops: best})
@@ -538,46 +577,65 @@ func nexthopOp(kind OpKind, nh *Nexthop) Op {
 	return Op{Kind: kind, Nexthop: nh}
 }
 
-// groupOp writes the group object for set with its usable members.
-func (w *Writer) groupOp(kind OpKind, set rib.NexthopSet) Op {
-	nh := &Nexthop{ID: groupID(set)}
-	for _, u := range (set & w.usable).Uplinks() {
-		nh.Group = append(nh.Group, nexthopID(u))
+// groupOp writes the group object for k with its usable members.
+func (w *Writer) groupOp(kind OpKind, k groupKey) Op {
+	nh := &Nexthop{ID: groupID(k.set, k.fam)}
+	for _, u := range (k.set & w.usable).Uplinks() {
+		if w.nexthops[k.fam].Has(u) || w.pendingNexthop(u, k.fam) {
+			nh.Group = append(nh.Group, nexthopID(u, k.fam))
+		}
 	}
 	return nexthopOp(kind, nh)
 }
 
-func nexthopID(u rib.Uplink) uint32     { return nexthopIDBase + uint32(u) }
-func groupID(set rib.NexthopSet) uint32 { return groupIDBase + uint32(set) }
-
-// decodeID tells what an object ID of ours stands for: a group's uplink
-// set, or a single uplink.
-func decodeID(id uint32) (set rib.NexthopSet, isGroup bool, u rib.Uplink) {
-	if id >= groupIDBase {
-		return rib.NexthopSet(id - groupIDBase), true, 0
-	}
-	return 0, false, rib.Uplink(id - nexthopIDBase)
+// pendingNexthop reports whether w.ops creates u's object for fam.
+func (w *Writer) pendingNexthop(u rib.Uplink, fam family) bool {
+	id := nexthopID(u, fam)
+	return slices.ContainsFunc(w.ops, func(op Op) bool {
+		return op.Nexthop != nil && op.Nexthop.ID == id && op.Kind != OpDelete
+	})
 }
 
-func (w *Writer) objectID(set rib.NexthopSet) uint32 {
-	if set.Len() == 1 {
-		return nexthopID(set.Uplinks()[0])
+func nexthopID(u rib.Uplink, fam family) uint32 {
+	return nexthopIDBase + uint32(fam)*v6Offset + uint32(u)
+}
+
+func groupID(set rib.NexthopSet, fam family) uint32 {
+	return groupIDBase + uint32(fam)*v6GroupOffset + uint32(set)
+}
+
+// decodeID tells what an object ID of ours stands for: a group's uplink
+// set, or a single uplink, and the family.
+func decodeID(id uint32) (set rib.NexthopSet, fam family, isGroup bool, u rib.Uplink) {
+	if id >= groupIDBase {
+		off := id - groupIDBase
+		return rib.NexthopSet(off % v6GroupOffset), family(off / v6GroupOffset), true, 0
 	}
-	return groupID(set)
+	off := id - nexthopIDBase
+	return 0, family(off / v6Offset), false, rib.Uplink(off % v6Offset)
+}
+
+func (w *Writer) objectID(set rib.NexthopSet, fam family) uint32 {
+	if set.Len() == 1 {
+		return nexthopID(set.Uplinks()[0], fam)
+	}
+	return groupID(set, fam)
 }
 
 // route is the kernel form of p's route for uplink set set.
 func (w *Writer) route(p netip.Prefix, set rib.NexthopSet) Route {
 	if w.objects {
-		return Route{Prefix: p, Metric: w.metric, NexthopID: w.objectID(set)}
+		return Route{Prefix: p, Metric: w.metric, NexthopID: w.objectID(set, familyOf(p))}
 	}
-	return Route{Prefix: p, Metric: w.metric, Ifindexes: w.ifindexes(set)}
+	return Route{Prefix: p, Metric: w.metric, Via: w.vias(set, familyOf(p))}
 }
 
-func (w *Writer) ifindexes(set rib.NexthopSet) []int {
-	out := make([]int, 0, set.Len())
+func (w *Writer) vias(set rib.NexthopSet, fam family) []Via {
+	out := make([]Via, 0, set.Len())
 	for _, u := range set.Uplinks() {
-		out = append(out, w.uplinks[u].ifindex)
+		if v, ok := w.via(u, fam); ok {
+			out = append(out, v)
+		}
 	}
 	return out
 }
@@ -651,9 +709,10 @@ func (w *Writer) rollback(op Op) {
 	if op.Nexthop == nil || op.Kind == OpDelete {
 		return
 	}
-	if set, isGroup, _ := decodeID(op.Nexthop.ID); isGroup {
-		if g := w.groups[set]; g != nil && g.refs == 0 {
-			delete(w.groups, set)
+	if set, fam, isGroup, _ := decodeID(op.Nexthop.ID); isGroup {
+		k := groupKey{set, fam}
+		if g := w.groups[k]; g != nil && g.refs == 0 {
+			delete(w.groups, k)
 		}
 	}
 }
@@ -676,7 +735,7 @@ func (w *Writer) record(op Op) {
 	default:
 		w.unref(p)
 		w.installed[p] = op.nexthops
-		if g := w.groups[op.nexthops]; g != nil {
+		if g := w.groups[groupKey{op.nexthops, familyOf(p)}]; g != nil {
 			g.refs++
 		}
 	}
@@ -685,7 +744,7 @@ func (w *Writer) record(op Op) {
 // unref drops p's reference to its group, if it had one.
 func (w *Writer) unref(p netip.Prefix) {
 	if set, ok := w.installed[p]; ok {
-		if g := w.groups[set]; g != nil {
+		if g := w.groups[groupKey{set, familyOf(p)}]; g != nil {
 			g.refs--
 		}
 	}
@@ -694,30 +753,37 @@ func (w *Writer) unref(p netip.Prefix) {
 func (w *Writer) recordNexthop(op Op) {
 	id := op.Nexthop.ID
 	delete(w.adoptedNexthops, id)
-	set, isGroup, u := decodeID(id)
+	set, fam, isGroup, u := decodeID(id)
 	if isGroup {
+		k := groupKey{set, fam}
 		if op.Kind == OpDelete {
-			delete(w.groups, set)
-		} else if g := w.groups[set]; g != nil {
+			delete(w.groups, k)
+		} else if g := w.groups[k]; g != nil {
 			g.members = set & w.usable
 		}
 		return
 	}
 	if op.Kind != OpDelete {
-		w.nexthops |= rib.Of(u)
+		w.nexthops[fam] |= rib.Of(u)
 		return
 	}
 	// What the kernel did on deleting the object: groups shrink, empty
 	// groups go, and so does every route that pointed at a deleted object.
-	w.nexthops &^= rib.Of(u)
-	for set, g := range w.groups {
+	w.nexthops[fam] &^= rib.Of(u)
+	for k, g := range w.groups {
+		if k.fam != fam {
+			continue
+		}
 		g.members &^= rib.Of(u)
 		if g.members == 0 {
-			delete(w.groups, set)
+			delete(w.groups, k)
 		}
 	}
 	for p, set := range w.installed {
-		if _, alive := w.groups[set]; !alive && set.Len() > 1 || set == rib.Of(u) {
+		if familyOf(p) != fam {
+			continue
+		}
+		if _, alive := w.groups[groupKey{set, fam}]; !alive && set.Len() > 1 || set == rib.Of(u) {
 			delete(w.installed, p)
 		}
 	}
@@ -726,10 +792,10 @@ func (w *Writer) recordNexthop(op Op) {
 // collectGroups deletes group objects no route points at any more.
 func (w *Writer) collectGroups() {
 	var ops []Op
-	for set, g := range w.groups {
+	for k, g := range w.groups {
 		if g.refs <= 0 {
-			ops = append(ops, nexthopOp(OpDelete, &Nexthop{ID: groupID(set)}))
-			delete(w.groups, set)
+			ops = append(ops, nexthopOp(OpDelete, &Nexthop{ID: groupID(k.set, k.fam)}))
+			delete(w.groups, k)
 		}
 	}
 	if len(ops) == 0 {

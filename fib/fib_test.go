@@ -114,7 +114,7 @@ func (k *fakeKernel) applyRoute(op Op) error {
 			return syscall.EINVAL
 		}
 	}
-	r.Ifindexes = slices.Clone(r.Ifindexes)
+	r.Via = slices.Clone(r.Via)
 	k.routes[p] = r
 	return nil
 }
@@ -171,7 +171,7 @@ func (k *fakeKernel) carrierLoss(ifindex int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for id, nh := range k.nexthops {
-		if nh.Group == nil && nh.Ifindex == ifindex {
+		if nh.Group == nil && nh.Via.Ifindex == ifindex {
 			k.deleteNexthop(id)
 		}
 	}
@@ -215,7 +215,7 @@ func (k *fakeKernel) render() string {
 	var lines []string
 	for _, r := range k.routes {
 		if r.NexthopID != 0 {
-			r.Ifindexes = k.resolve(r.NexthopID)
+			r.Via = k.resolve(r.NexthopID)
 			r.NexthopID = 0
 		}
 		lines = append(lines, r.Format(func(i int) string { return ifnames[i] }))
@@ -227,19 +227,21 @@ func (k *fakeKernel) render() string {
 	return strings.Join(lines, "\n")
 }
 
-func (k *fakeKernel) resolve(id uint32) []int {
+func (k *fakeKernel) resolve(id uint32) []Via {
 	nh := k.nexthops[id]
 	if nh.Group == nil {
-		return []int{nh.Ifindex}
+		return []Via{nh.Via}
 	}
-	var out []int
+	var out []Via
 	for _, m := range nh.Group {
-		out = append(out, k.nexthops[m].Ifindex)
+		out = append(out, k.nexthops[m].Via)
 	}
 	return out
 }
 
 var (
+	tor1 = netip.MustParseAddr("fe80::1")
+	tor2 = netip.MustParseAddr("fe80::2")
 	mac1 = net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
 	mac2 = net.HardwareAddr{0x02, 0, 0, 0, 0, 2}
 	c2lo = netip.MustParsePrefix("2.2.2.2/32")
@@ -312,7 +314,7 @@ func trimLines(s string) string {
 func TestWriterInstallsSeedShape(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		h := newHarness(t, newFakeKernel(objects))
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(0, c2bk, 2)
@@ -338,8 +340,8 @@ func TestWriterInstallsSeedShape(t *testing.T) {
 func TestWriterECMPAndUplinkLoss(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		h := newHarness(t, newFakeKernel(objects))
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-		h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2, tor2)
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(1, c2lo, 2)
 		h.rib.Update(0, c3lo, 2)
@@ -363,7 +365,7 @@ func TestWriterECMPAndUplinkLoss(t *testing.T) {
 		// The session on ens3 resets (paths dropped) and then ens3 returns:
 		// once it relearns, ECMP is back.
 		h.rib.DropUplink(0)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(0, c3lo, 2)
 		h.expect(`
@@ -383,7 +385,7 @@ func TestWriterUplinkUpRestoresKnownPaths(t *testing.T) {
 		// yet): nothing can be installed, but nothing is lost either.
 		h.rib.Update(0, c2lo, 2)
 		h.expect(``)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.expect(`
 			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
 			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
@@ -395,7 +397,7 @@ func TestWriterNeverTouchesForeignRoutes(t *testing.T) {
 		k := newFakeKernel(objects)
 		k.foreign[c2lo] = "admin route"
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(0, c3lo, 2)
 		h.expect(`
@@ -422,10 +424,10 @@ func TestWriterAdoptsAndSweepsLeftovers(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		k := newFakeKernel(objects)
 		// An earlier run left two routes behind.
-		k.routes[c2lo] = Route{Prefix: c2lo, Metric: 20, Ifindexes: []int{2}}
-		k.routes[c3lo] = Route{Prefix: c3lo, Metric: 20, Ifindexes: []int{2}}
+		k.routes[c2lo] = Route{Prefix: c2lo, Metric: 20, Via: []Via{{2, Gateway}}}
+		k.routes[c3lo] = Route{Prefix: c3lo, Metric: 20, Via: []Via{{2, Gateway}}}
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		// Relearned: replaced in place, not duplicated, not refused.
 		h.rib.Update(0, c2lo, 2)
 		h.expect(`
@@ -448,7 +450,7 @@ func TestWriterFlushRemovesEverythingItOwns(t *testing.T) {
 		k.foreign[c3lo] = "dhcp"
 		k.routes[netip.MustParsePrefix("9.9.9.9/32")] = Route{Prefix: netip.MustParsePrefix("9.9.9.9/32"), Metric: 20}
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
 		h.rib.Update(0, c2lo, 2)
 		h.expect(`
@@ -473,7 +475,7 @@ func TestWriterRestoresTamperedNeighbor(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		k := newFakeKernel(objects)
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
 		k.mu.Lock()
 		k.neighbors[2] = mac2
@@ -490,7 +492,7 @@ func TestWriterBatchesBursts(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		k := newFakeKernel(objects)
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.w.Installed(h.ctx)
 		k.mu.Lock()
 		before := k.applies
@@ -521,8 +523,8 @@ func TestWriterBatchesBursts(t *testing.T) {
 func TestWriterObjectsLinkFlapIsCheap(t *testing.T) {
 	k := newFakeKernel(true)
 	h := newHarness(t, k)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
-	h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+	h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2, tor2)
 	const ecmp, single = 1000, 10
 	prefix := func(i int) netip.Prefix {
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 77, byte(i >> 8), byte(i)}), 32)
@@ -555,11 +557,12 @@ func TestWriterObjectsLinkFlapIsCheap(t *testing.T) {
 
 	// Back: one object, one group, and the single-path routes again.
 	before = opsBefore()
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1)
+	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 	waitRoutes(t, h, ecmp+single)
 	h.w.Installed(h.ctx)
-	if n := opsBefore() - before; n > 2+single {
-		t.Errorf("uplink up took %d kernel operations, want at most %d", n, 2+single)
+	// An IPv4 and an IPv6 object, the group, and the single-path routes.
+	if n := opsBefore() - before; n > 3+single {
+		t.Errorf("uplink up took %d kernel operations, want at most %d", n, 3+single)
 	}
 	if got := k.render(); strings.Count(got, "nexthop via 169.254.0.1 dev ens3 weight 1 onlink") != ecmp {
 		t.Errorf("ECMP not restored:\n%s", firstLines(got, 8))
@@ -584,4 +587,31 @@ func waitRoutes(t *testing.T, h *harness, n int64) {
 func firstLines(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+func TestWriterIPv6(t *testing.T) {
+	modes(t, func(t *testing.T, objects bool) {
+		h := newHarness(t, newFakeKernel(objects))
+		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2, tor2)
+		v6lo := netip.MustParsePrefix("fd00::2/128")
+		v6net := netip.MustParsePrefix("2001:db8:2::/64")
+		h.rib.Update(0, v6lo, 2)
+		h.rib.Update(0, v6net, 2)
+		h.rib.Update(1, v6net, 2)
+		h.rib.Update(0, c2lo, 2)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink
+			2001:db8:2::/64 proto bgp metric 20
+			nexthop via fe80::1 dev ens3 weight 1
+			nexthop via fe80::2 dev ens4 weight 1
+			fd00::2 via fe80::1 dev ens3 proto bgp metric 20`)
+		h.w.UplinkDown(h.ctx, 0)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2001:db8:2::/64 via fe80::2 dev ens4 proto bgp metric 20`)
+	})
 }

@@ -29,33 +29,43 @@ type Route struct {
 	// NexthopID, when set, makes the route point at a kernel nexthop
 	// object (`nhid N`) instead of carrying its own next hops.
 	NexthopID uint32
-	// Ifindexes are the uplinks the route leaves through, each as
-	// "via 169.254.0.1 dev IF onlink"; more than one makes it multipath.
-	// Routes with a NexthopID leave it empty when written.
-	Ifindexes []int
+	// Via are the next hops through the uplinks; more than one makes the
+	// route multipath. Routes with a NexthopID leave it empty when written.
+	Via []Via
+}
+
+// Via is a next hop: a gateway on an uplink. IPv4 routes use Gateway
+// (169.254.0.1) "onlink"; IPv6 routes use the ToR's link-local address.
+type Via struct {
+	Ifindex int
+	Gateway netip.Addr
 }
 
 // Nexthop is a kernel nexthop object (`ip nexthop`) of fabricd's:
-// either one uplink ("via 169.254.0.1 dev IF onlink") or a group of them.
+// either one next hop or a group of them.
 type Nexthop struct {
-	ID      uint32
-	Ifindex int      // for a single next hop
-	Group   []uint32 // member IDs, for a group
+	ID    uint32
+	Via   Via      // for a single next hop
+	Group []uint32 // member IDs, for a group
 }
 
 // Nexthop objects fabricd creates have IDs in [nexthopIDBase,
-// nexthopIDBase+2^17): uplink u is nexthopIDBase+u, the group of uplink
-// set S is groupIDBase+S. The range sits far above the IDs FRR's zebra
-// allocates, and the IDs are the same in every run, so routes left by an
-// earlier run keep pointing at the right objects.
+// nexthopIDBase+0x30000): uplink u's IPv4 next hop is nexthopIDBase+u and
+// its IPv6 one nexthopIDBase+0x100+u; the group of uplink set S is
+// groupIDBase+S for IPv4 and groupIDBase+0x10000+S for IPv6. The range
+// sits far above the IDs FRR's zebra allocates, and the IDs are the same
+// in every run, so routes left by an earlier run keep pointing at the
+// right objects.
 const (
 	nexthopIDBase = 0xFAB00000
+	v6Offset      = 0x100
 	groupIDBase   = nexthopIDBase + 0x10000
+	v6GroupOffset = 0x10000
 )
 
 // IsOurNexthopID reports whether id is in fabricd's range.
 func IsOurNexthopID(id uint32) bool {
-	return id >= nexthopIDBase && id < groupIDBase+0x10000
+	return id >= nexthopIDBase && id < groupIDBase+2*v6GroupOffset
 }
 
 // Neighbor is the permanent neighbour entry that resolves Gateway on an uplink.
@@ -122,7 +132,7 @@ func (e *OpError) Unwrap() error { return e.Err }
 
 // Kernel is the OS-facing side of the FIB: netlink on Linux, a fake in tests.
 type Kernel interface {
-	// Routes lists the IPv4 routes of protocol ProtoBGP in the main table.
+	// Routes lists the routes of protocol ProtoBGP in the main table.
 	Routes() ([]Route, error)
 	// Nexthops lists the nexthop objects in fabricd's ID range; ok is
 	// false when the kernel has no nexthop objects (before Linux 5.3).
@@ -151,22 +161,26 @@ func (r Route) Format(name func(ifindex int) string) string {
 	if r.NexthopID != 0 {
 		fmt.Fprintf(&b, " nhid %d", r.NexthopID)
 	}
-	if len(r.Ifindexes) == 1 {
-		fmt.Fprintf(&b, " via %s dev %s", Gateway, name(r.Ifindexes[0]))
+	if len(r.Via) == 1 {
+		fmt.Fprintf(&b, " via %s dev %s", r.Via[0].Gateway, name(r.Via[0].Ifindex))
 	}
 	fmt.Fprintf(&b, " proto bgp metric %d", r.Metric)
+	onlink := ""
+	if r.Prefix.Addr().Is4() {
+		onlink = " onlink"
+	}
 	switch {
-	case len(r.Ifindexes) == 1:
-		b.WriteString(" onlink")
-	case len(r.Ifindexes) > 1:
-		for _, ifi := range r.Ifindexes {
-			fmt.Fprintf(&b, "\n\tnexthop via %s dev %s weight 1 onlink", Gateway, name(ifi))
+	case len(r.Via) == 1:
+		b.WriteString(onlink)
+	case len(r.Via) > 1:
+		for _, v := range r.Via {
+			fmt.Fprintf(&b, "\n\tnexthop via %s dev %s weight 1%s", v.Gateway, name(v.Ifindex), onlink)
 		}
 	}
 	return b.String()
 }
 
-// prefixString prints host routes without "/32", as iproute2 does.
+// prefixString prints host routes without "/32" or "/128", as iproute2 does.
 func prefixString(p netip.Prefix) string {
 	if p.IsSingleIP() {
 		return p.Addr().String()

@@ -85,20 +85,23 @@ func (k *NetlinkKernel) Close() error {
 	return unix.Close(k.fd)
 }
 
-// Routes lists IPv4 routes of protocol ProtoBGP in the main table.
+// Routes lists the IPv4 and IPv6 routes of protocol ProtoBGP in the main
+// table.
 func (k *NetlinkKernel) Routes() ([]Route, error) {
-	// struct rtmsg with only the family set: dump every IPv4 route.
-	req := appendNlMsghdr(nil, unix.RTM_GETROUTE, unix.NLM_F_DUMP, 0)
-	req = append(req, unix.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-	req = finishMsg(req, 0)
 	var routes []Route
-	err := k.dump(req, unix.RTM_NEWROUTE, func(data []byte) {
-		if r, ok := parseRoute(data); ok {
-			routes = append(routes, r)
+	for _, family := range []byte{unix.AF_INET, unix.AF_INET6} {
+		// struct rtmsg with only the family set: dump every route.
+		req := appendNlMsghdr(nil, unix.RTM_GETROUTE, unix.NLM_F_DUMP, 0)
+		req = append(req, family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+		req = finishMsg(req, 0)
+		err := k.dump(req, unix.RTM_NEWROUTE, func(data []byte) {
+			if r, ok := parseRoute(data); ok {
+				routes = append(routes, r)
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("dumping routes: %w", err)
 		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("dumping routes: %w", err)
 	}
 	return routes, nil
 }

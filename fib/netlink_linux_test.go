@@ -107,9 +107,9 @@ func TestNetlinkKernelRealTables(t *testing.T) {
 
 		p := netip.MustParsePrefix
 		ops := []Op{
-			{Kind: OpAdd, Route: Route{Prefix: p("2.2.2.2/32"), Metric: 20, Ifindexes: []int{a0}}},
-			{Kind: OpAdd, Route: Route{Prefix: p("10.1.71.192/26"), Metric: 20, Ifindexes: []int{a0, a1}}},
-			{Kind: OpAdd, Route: Route{Prefix: p("192.0.2.0/24"), Metric: 20, Ifindexes: []int{a0}}}, // refused: not ours
+			{Kind: OpAdd, Route: Route{Prefix: p("2.2.2.2/32"), Metric: 20, Via: []Via{{a0, Gateway}}}},
+			{Kind: OpAdd, Route: Route{Prefix: p("10.1.71.192/26"), Metric: 20, Via: []Via{{a0, Gateway}, {a1, Gateway}}}},
+			{Kind: OpAdd, Route: Route{Prefix: p("192.0.2.0/24"), Metric: 20, Via: []Via{{a0, Gateway}}}}, // refused: not ours
 			{Kind: OpAdd, Route: Route{Prefix: p("10.1.8.192/26"), Metric: 20, Blackhole: true}},
 			{Kind: OpDelete, Route: Route{Prefix: p("198.51.100.0/24"), Metric: 20}}, // refused: other protocol
 		}
@@ -157,7 +157,7 @@ func TestNetlinkKernelRealTables(t *testing.T) {
 		}
 
 		// Replace the multipath route with a single path, then delete all.
-		if err := k.Apply([]Op{{Kind: OpReplace, Route: Route{Prefix: p("10.1.71.192/26"), Metric: 20, Ifindexes: []int{a1}}}}); err != nil {
+		if err := k.Apply([]Op{{Kind: OpReplace, Route: Route{Prefix: p("10.1.71.192/26"), Metric: 20, Via: []Via{{a1, Gateway}}}}}); err != nil {
 			t.Fatal(err)
 		}
 		if got := ipOut(t, ns, "route", "show", "10.1.71.192/26"); got != "10.1.71.192/26 via 169.254.0.1 dev a1 proto bgp metric 20 onlink" {
@@ -193,10 +193,10 @@ func TestNetlinkKernelLargeBatch(t *testing.T) {
 		ops := make([]Op, n)
 		for i := range ops {
 			ops[i] = Op{Kind: OpAdd, Route: Route{
-				Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32), Metric: 20, Ifindexes: []int{a0}}}
+				Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32), Metric: 20, Via: []Via{{a0, Gateway}}}}
 		}
 		// Make one in the middle fail to check attribution across batches.
-		ops[12345].Route.Ifindexes = []int{99999}
+		ops[12345].Route.Via = []Via{{99999, Gateway}}
 		err = k.Apply(ops)
 		var oe *OpError
 		if !errors.As(err, &oe) || oe.Index != 12345 {
@@ -225,8 +225,8 @@ func TestNetlinkKernelNexthopObjects(t *testing.T) {
 		n0, n1, g := uint32(nexthopIDBase), uint32(nexthopIDBase+1), uint32(groupIDBase+3)
 		p := netip.MustParsePrefix
 		ops := []Op{
-			{Kind: OpAdd, Nexthop: &Nexthop{ID: n0, Ifindex: a0}},
-			{Kind: OpAdd, Nexthop: &Nexthop{ID: n1, Ifindex: a1}},
+			{Kind: OpAdd, Nexthop: &Nexthop{ID: n0, Via: Via{a0, Gateway}}},
+			{Kind: OpAdd, Nexthop: &Nexthop{ID: n1, Via: Via{a1, Gateway}}},
 			{Kind: OpAdd, Nexthop: &Nexthop{ID: g, Group: []uint32{n0, n1}}},
 			{Kind: OpAdd, Route: Route{Prefix: p("2.2.2.2/32"), Metric: 20, NexthopID: n0}},
 			{Kind: OpAdd, Route: Route{Prefix: p("10.1.71.192/26"), Metric: 20, NexthopID: g}},
@@ -270,7 +270,7 @@ func TestNetlinkKernelNexthopObjects(t *testing.T) {
 			t.Fatalf("after deleting the object:\n%s\nwant\n%s", got, want)
 		}
 		err = k.Apply([]Op{
-			{Kind: OpAdd, Nexthop: &Nexthop{ID: n0, Ifindex: a0}},
+			{Kind: OpAdd, Nexthop: &Nexthop{ID: n0, Via: Via{a0, Gateway}}},
 			{Kind: OpReplace, Nexthop: &Nexthop{ID: g, Group: []uint32{n0, n1}}},
 		})
 		if err != nil {
@@ -293,7 +293,7 @@ func TestNetlinkKernelNexthopObjects(t *testing.T) {
 }
 
 func FuzzParseRoute(f *testing.F) {
-	f.Add(appendRouteMsg(nil, Op{Kind: OpAdd, Route: Route{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Metric: 20, Ifindexes: []int{2, 3}}}, 1, 0)[16:])
+	f.Add(appendRouteMsg(nil, Op{Kind: OpAdd, Route: Route{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Metric: 20, Via: []Via{{2, Gateway}, {3, Gateway}}}}, 1, 0)[16:])
 	f.Add(appendRouteMsg(nil, Op{Kind: OpAdd, Route: Route{Prefix: netip.MustParsePrefix("1.2.3.4/32"), Metric: 20, NexthopID: 99}}, 1, 0)[16:])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if r, ok := parseRoute(b); ok && (!r.Prefix.IsValid() || r.Prefix.Bits() > 32) {
@@ -304,7 +304,7 @@ func FuzzParseRoute(f *testing.F) {
 
 func FuzzParseNexthop(f *testing.F) {
 	f.Add(appendNexthopMsg(nil, Op{Kind: OpAdd, Nexthop: &Nexthop{ID: 5, Group: []uint32{1, 2}}}, 1, 0)[16:])
-	f.Add(appendNexthopMsg(nil, Op{Kind: OpAdd, Nexthop: &Nexthop{ID: 5, Ifindex: 3}}, 1, 0)[16:])
+	f.Add(appendNexthopMsg(nil, Op{Kind: OpAdd, Nexthop: &Nexthop{ID: 5, Via: Via{3, Gateway}}}, 1, 0)[16:])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		parseNexthop(b)
 	})
@@ -312,14 +312,69 @@ func FuzzParseNexthop(f *testing.F) {
 
 // The encoders' output is what the parsers read back.
 func TestEncodeParseRoundTrip(t *testing.T) {
-	r := Route{Prefix: netip.MustParsePrefix("10.1.8.192/26"), Metric: 20, Ifindexes: []int{2, 3}}
-	got, ok := parseRoute(appendRouteMsg(nil, Op{Kind: OpAdd, Route: r}, 1, 0)[16:])
-	if !ok || got.Prefix != r.Prefix || got.Metric != 20 || !slices.Equal(got.Ifindexes, r.Ifindexes) {
-		t.Fatalf("route round trip: %+v", got)
+	ll := netip.MustParseAddr("fe80::1")
+	for _, r := range []Route{
+		{Prefix: netip.MustParsePrefix("10.1.8.192/26"), Metric: 20, Via: []Via{{2, Gateway}, {3, Gateway}}},
+		{Prefix: netip.MustParsePrefix("2.2.2.2/32"), Metric: 20, Via: []Via{{2, Gateway}}},
+		{Prefix: netip.MustParsePrefix("fd00::1/128"), Metric: 20, Via: []Via{{2, ll}}},
+		{Prefix: netip.MustParsePrefix("2001:db8::/64"), Metric: 20, Via: []Via{{2, ll}, {3, ll}}},
+	} {
+		got, ok := parseRoute(appendRouteMsg(nil, Op{Kind: OpAdd, Route: r}, 1, 0)[16:])
+		if !ok || got.Prefix != r.Prefix || got.Metric != 20 || !slices.Equal(got.Via, r.Via) {
+			t.Fatalf("route round trip: %+v, want %+v", got, r)
+		}
 	}
 	nh := Nexthop{ID: groupIDBase + 3, Group: []uint32{nexthopIDBase, nexthopIDBase + 1}}
 	gotNH, ok := parseNexthop(appendNexthopMsg(nil, Op{Kind: OpAdd, Nexthop: &nh}, 1, 0)[16:])
 	if !ok || gotNH.ID != nh.ID || !slices.Equal(gotNH.Group, nh.Group) {
 		t.Fatalf("nexthop round trip: %+v", gotNH)
 	}
+}
+
+func TestNetlinkKernelIPv6(t *testing.T) {
+	inNetns(t, func(ns string, a0, a1 int) {
+		k, err := NewNetlinkKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		tor := netip.MustParseAddr("fe80::1")
+		id := uint32(nexthopIDBase + v6Offset)
+		p := netip.MustParsePrefix
+		err = k.Apply([]Op{
+			{Kind: OpAdd, Nexthop: &Nexthop{ID: id, Via: Via{a0, tor}}},
+			{Kind: OpAdd, Route: Route{Prefix: p("fd00::2/128"), Metric: 20, NexthopID: id}},
+			{Kind: OpAdd, Route: Route{Prefix: p("2001:db8:2::/64"), Metric: 20, Via: []Via{{a0, tor}, {a1, tor}}}},
+			{Kind: OpAdd, Route: Route{Prefix: p("2001:db8:3::/64"), Metric: 20, Blackhole: true}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ipOut(t, ns, "-6", "route", "show", "proto", "bgp")
+		for _, want := range []string{
+			fmt.Sprintf("fd00::2 nhid %d via fe80::1 dev a0 metric 20", id),
+			"2001:db8:2::/64 metric 20",
+			"nexthop via fe80::1 dev a0 weight 1",
+			"nexthop via fe80::1 dev a1 weight 1",
+			"blackhole 2001:db8:3::/64 dev lo metric 20",
+		} {
+			if !strings.Contains(got, want) {
+				t.Errorf("ip -6 route lacks %q:\n%s", want, got)
+			}
+		}
+		routes, err := k.Routes()
+		if err != nil || len(routes) != 3 {
+			t.Fatalf("Routes = %+v %v", routes, err)
+		}
+		var dels []Op
+		for _, r := range routes {
+			dels = append(dels, Op{Kind: OpDelete, Route: Route{Prefix: r.Prefix, Metric: 20}})
+		}
+		if err := k.Apply(dels); err != nil {
+			t.Fatal(err)
+		}
+		if got := ipOut(t, ns, "-6", "route", "show", "proto", "bgp"); got != "" {
+			t.Errorf("left after delete: %s", got)
+		}
+	})
 }

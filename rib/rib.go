@@ -195,13 +195,17 @@ func (r *RIB) MarkStale(u Uplink) int {
 }
 
 // SweepStale withdraws uplink u's paths that are still stale: the peer
-// came back and did not resend them, or never came back in time. It
-// returns how many.
-func (r *RIB) SweepStale(u Uplink) int {
+// came back and did not resend them, or never came back in time. With
+// family set (4 or 6) it sweeps only that family, as End-of-RIB arrives
+// per family; 0 sweeps both. It returns how many.
+func (r *RIB) SweepStale(u Uplink, family int) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
 	for prefix, paths := range r.routes {
+		if family == 4 && !prefix.Addr().Is4() || family == 6 && !prefix.Addr().Is6() {
+			continue
+		}
 		if slices.ContainsFunc(paths, func(p path) bool { return p.uplink == u && p.stale }) {
 			r.withdrawLocked(u, prefix)
 			n++

@@ -143,14 +143,28 @@ func TestStalePaths(t *testing.T) {
 	}
 	// The peer resends p1 only; the sweep then removes p2.
 	r.Update(0, p1, 2)
-	if n := r.SweepStale(0); n != 1 {
+	if n := r.SweepStale(0, 4); n != 1 {
 		t.Fatalf("SweepStale = %d, want 1", n)
 	}
 	got := drain(r)
 	if got[p2] != 0 || len(got) != 1 || r.Best(p1) != Of(0, 1) {
 		t.Fatalf("after sweep: %v best %v", got, r.Best(p1))
 	}
-	if n := r.SweepStale(0); n != 0 {
+	if n := r.SweepStale(0, 0); n != 0 {
 		t.Fatalf("second sweep removed %d", n)
+	}
+}
+
+func TestSweepStaleByFamily(t *testing.T) {
+	r := New()
+	v6 := netip.MustParsePrefix("fd00::2/128")
+	r.Update(0, p1, 2)
+	r.Update(0, v6, 2)
+	r.MarkStale(0)
+	if n := r.SweepStale(0, 4); n != 1 || r.Best(v6) != Of(0) || r.Best(p1) != 0 {
+		t.Fatalf("IPv4 sweep removed %d; v6 %v v4 %v", n, r.Best(v6), r.Best(p1))
+	}
+	if n := r.SweepStale(0, 6); n != 1 || r.Len() != 0 {
+		t.Fatalf("IPv6 sweep removed %d, %d left", n, r.Len())
 	}
 }

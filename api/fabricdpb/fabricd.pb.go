@@ -287,6 +287,7 @@ func (x *Peer) GetLastReset() string {
 
 type GetBGPTableRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Afi           uint32                 `protobuf:"varint,1,opt,name=afi,proto3" json:"afi,omitempty"` // 4 (the default) or 6
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -319,6 +320,13 @@ func (x *GetBGPTableRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use GetBGPTableRequest.ProtoReflect.Descriptor instead.
 func (*GetBGPTableRequest) Descriptor() ([]byte, []int) {
 	return file_fabricd_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetBGPTableRequest) GetAfi() uint32 {
+	if x != nil {
+		return x.Afi
+	}
+	return 0
 }
 
 type BGPTable struct {
@@ -446,7 +454,7 @@ type BGPPath struct {
 	Med           uint32                 `protobuf:"varint,9,opt,name=med,proto3" json:"med,omitempty"`
 	HasMed        bool                   `protobuf:"varint,10,opt,name=has_med,json=hasMed,proto3" json:"has_med,omitempty"`
 	Weight        uint32                 `protobuf:"varint,11,opt,name=weight,proto3" json:"weight,omitempty"`
-	Source        string                 `protobuf:"bytes,12,opt,name=source,proto3" json:"source,omitempty"` // "bgp", or what originated a local route: "config"
+	Source        string                 `protobuf:"bytes,12,opt,name=source,proto3" json:"source,omitempty"` // "bgp", or what originated a local route: "config", "pods on cali* (pool 10.1.0.0/16)", "address on lo"
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,9 +657,8 @@ type InstalledRoute struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	Blackhole     bool                   `protobuf:"varint,2,opt,name=blackhole,proto3" json:"blackhole,omitempty"`
-	Interfaces    []string               `protobuf:"bytes,3,rep,name=interfaces,proto3" json:"interfaces,omitempty"` // each as "via 169.254.0.1 dev IF onlink"
+	Nexthops      []*InstalledNexthop    `protobuf:"bytes,3,rep,name=nexthops,proto3" json:"nexthops,omitempty"`
 	Metric        uint32                 `protobuf:"varint,4,opt,name=metric,proto3" json:"metric,omitempty"`
-	Gateway       string                 `protobuf:"bytes,5,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,9 +707,9 @@ func (x *InstalledRoute) GetBlackhole() bool {
 	return false
 }
 
-func (x *InstalledRoute) GetInterfaces() []string {
+func (x *InstalledRoute) GetNexthops() []*InstalledNexthop {
 	if x != nil {
-		return x.Interfaces
+		return x.Nexthops
 	}
 	return nil
 }
@@ -714,7 +721,52 @@ func (x *InstalledRoute) GetMetric() uint32 {
 	return 0
 }
 
-func (x *InstalledRoute) GetGateway() string {
+type InstalledNexthop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interface     string                 `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	Gateway       string                 `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"` // 169.254.0.1 (onlink) for IPv4, the ToR's link-local address for IPv6
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstalledNexthop) Reset() {
+	*x = InstalledNexthop{}
+	mi := &file_fabricd_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstalledNexthop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstalledNexthop) ProtoMessage() {}
+
+func (x *InstalledNexthop) ProtoReflect() protoreflect.Message {
+	mi := &file_fabricd_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstalledNexthop.ProtoReflect.Descriptor instead.
+func (*InstalledNexthop) Descriptor() ([]byte, []int) {
+	return file_fabricd_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InstalledNexthop) GetInterface() string {
+	if x != nil {
+		return x.Interface
+	}
+	return ""
+}
+
+func (x *InstalledNexthop) GetGateway() string {
 	if x != nil {
 		return x.Gateway
 	}
@@ -729,7 +781,7 @@ type GetInterfacesRequest struct {
 
 func (x *GetInterfacesRequest) Reset() {
 	*x = GetInterfacesRequest{}
-	mi := &file_fabricd_proto_msgTypes[10]
+	mi := &file_fabricd_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +793,7 @@ func (x *GetInterfacesRequest) String() string {
 func (*GetInterfacesRequest) ProtoMessage() {}
 
 func (x *GetInterfacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fabricd_proto_msgTypes[10]
+	mi := &file_fabricd_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +806,7 @@ func (x *GetInterfacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInterfacesRequest.ProtoReflect.Descriptor instead.
 func (*GetInterfacesRequest) Descriptor() ([]byte, []int) {
-	return file_fabricd_proto_rawDescGZIP(), []int{10}
+	return file_fabricd_proto_rawDescGZIP(), []int{11}
 }
 
 type Interfaces struct {
@@ -766,7 +818,7 @@ type Interfaces struct {
 
 func (x *Interfaces) Reset() {
 	*x = Interfaces{}
-	mi := &file_fabricd_proto_msgTypes[11]
+	mi := &file_fabricd_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +830,7 @@ func (x *Interfaces) String() string {
 func (*Interfaces) ProtoMessage() {}
 
 func (x *Interfaces) ProtoReflect() protoreflect.Message {
-	mi := &file_fabricd_proto_msgTypes[11]
+	mi := &file_fabricd_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +843,7 @@ func (x *Interfaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interfaces.ProtoReflect.Descriptor instead.
 func (*Interfaces) Descriptor() ([]byte, []int) {
-	return file_fabricd_proto_rawDescGZIP(), []int{11}
+	return file_fabricd_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Interfaces) GetInterfaces() []*Interface {
@@ -819,7 +871,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_fabricd_proto_msgTypes[12]
+	mi := &file_fabricd_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +883,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_fabricd_proto_msgTypes[12]
+	mi := &file_fabricd_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +896,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_fabricd_proto_rawDescGZIP(), []int{12}
+	return file_fabricd_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Interface) GetName() string {
@@ -925,7 +977,7 @@ type ReloadRequest struct {
 
 func (x *ReloadRequest) Reset() {
 	*x = ReloadRequest{}
-	mi := &file_fabricd_proto_msgTypes[13]
+	mi := &file_fabricd_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +989,7 @@ func (x *ReloadRequest) String() string {
 func (*ReloadRequest) ProtoMessage() {}
 
 func (x *ReloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fabricd_proto_msgTypes[13]
+	mi := &file_fabricd_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1002,7 @@ func (x *ReloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadRequest.ProtoReflect.Descriptor instead.
 func (*ReloadRequest) Descriptor() ([]byte, []int) {
-	return file_fabricd_proto_rawDescGZIP(), []int{13}
+	return file_fabricd_proto_rawDescGZIP(), []int{14}
 }
 
 type ReloadResponse struct {
@@ -962,7 +1014,7 @@ type ReloadResponse struct {
 
 func (x *ReloadResponse) Reset() {
 	*x = ReloadResponse{}
-	mi := &file_fabricd_proto_msgTypes[14]
+	mi := &file_fabricd_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1026,7 @@ func (x *ReloadResponse) String() string {
 func (*ReloadResponse) ProtoMessage() {}
 
 func (x *ReloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fabricd_proto_msgTypes[14]
+	mi := &file_fabricd_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1039,7 @@ func (x *ReloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadResponse.ProtoReflect.Descriptor instead.
 func (*ReloadResponse) Descriptor() ([]byte, []int) {
-	return file_fabricd_proto_rawDescGZIP(), []int{14}
+	return file_fabricd_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReloadResponse) GetChanges() []string {
@@ -1026,8 +1078,9 @@ const file_fabricd_proto_rawDesc = "" +
 	"\apfx_rcd\x18\f \x01(\x04R\x06pfxRcd\x12\x17\n" +
 	"\apfx_snt\x18\r \x01(\x04R\x06pfxSnt\x12\x1d\n" +
 	"\n" +
-	"last_reset\x18\x0e \x01(\tR\tlastReset\"\x14\n" +
-	"\x12GetBGPTableRequest\"e\n" +
+	"last_reset\x18\x0e \x01(\tR\tlastReset\"&\n" +
+	"\x12GetBGPTableRequest\x12\x10\n" +
+	"\x03afi\x18\x01 \x01(\rR\x03afi\"e\n" +
 	"\bBGPTable\x12\x1b\n" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x0e\n" +
 	"\x02as\x18\x02 \x01(\rR\x02as\x12,\n" +
@@ -1054,12 +1107,12 @@ const file_fabricd_proto_rawDesc = "" +
 	"\x06routes\x18\x01 \x03(\v2\x1a.fabricd.v1.InstalledRouteR\x06routes\"\x98\x01\n" +
 	"\x0eInstalledRoute\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1c\n" +
-	"\tblackhole\x18\x02 \x01(\bR\tblackhole\x12\x1e\n" +
-	"\n" +
-	"interfaces\x18\x03 \x03(\tR\n" +
-	"interfaces\x12\x16\n" +
-	"\x06metric\x18\x04 \x01(\rR\x06metric\x12\x18\n" +
-	"\agateway\x18\x05 \x01(\tR\agateway\"\x16\n" +
+	"\tblackhole\x18\x02 \x01(\bR\tblackhole\x128\n" +
+	"\bnexthops\x18\x03 \x03(\v2\x1c.fabricd.v1.InstalledNexthopR\bnexthops\x12\x16\n" +
+	"\x06metric\x18\x04 \x01(\rR\x06metric\"J\n" +
+	"\x10InstalledNexthop\x12\x1c\n" +
+	"\tinterface\x18\x01 \x01(\tR\tinterface\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\"\x16\n" +
 	"\x14GetInterfacesRequest\"C\n" +
 	"\n" +
 	"Interfaces\x125\n" +
@@ -1102,7 +1155,7 @@ func file_fabricd_proto_rawDescGZIP() []byte {
 	return file_fabricd_proto_rawDescData
 }
 
-var file_fabricd_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_fabricd_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_fabricd_proto_goTypes = []any{
 	(*GetSummaryRequest)(nil),         // 0: fabricd.v1.GetSummaryRequest
 	(*Summary)(nil),                   // 1: fabricd.v1.Summary
@@ -1114,33 +1167,35 @@ var file_fabricd_proto_goTypes = []any{
 	(*GetInstalledRoutesRequest)(nil), // 7: fabricd.v1.GetInstalledRoutesRequest
 	(*InstalledRoutes)(nil),           // 8: fabricd.v1.InstalledRoutes
 	(*InstalledRoute)(nil),            // 9: fabricd.v1.InstalledRoute
-	(*GetInterfacesRequest)(nil),      // 10: fabricd.v1.GetInterfacesRequest
-	(*Interfaces)(nil),                // 11: fabricd.v1.Interfaces
-	(*Interface)(nil),                 // 12: fabricd.v1.Interface
-	(*ReloadRequest)(nil),             // 13: fabricd.v1.ReloadRequest
-	(*ReloadResponse)(nil),            // 14: fabricd.v1.ReloadResponse
+	(*InstalledNexthop)(nil),          // 10: fabricd.v1.InstalledNexthop
+	(*GetInterfacesRequest)(nil),      // 11: fabricd.v1.GetInterfacesRequest
+	(*Interfaces)(nil),                // 12: fabricd.v1.Interfaces
+	(*Interface)(nil),                 // 13: fabricd.v1.Interface
+	(*ReloadRequest)(nil),             // 14: fabricd.v1.ReloadRequest
+	(*ReloadResponse)(nil),            // 15: fabricd.v1.ReloadResponse
 }
 var file_fabricd_proto_depIdxs = []int32{
 	2,  // 0: fabricd.v1.Summary.peers:type_name -> fabricd.v1.Peer
 	5,  // 1: fabricd.v1.BGPTable.routes:type_name -> fabricd.v1.BGPRoute
 	6,  // 2: fabricd.v1.BGPRoute.paths:type_name -> fabricd.v1.BGPPath
 	9,  // 3: fabricd.v1.InstalledRoutes.routes:type_name -> fabricd.v1.InstalledRoute
-	12, // 4: fabricd.v1.Interfaces.interfaces:type_name -> fabricd.v1.Interface
-	0,  // 5: fabricd.v1.Fabricd.GetSummary:input_type -> fabricd.v1.GetSummaryRequest
-	3,  // 6: fabricd.v1.Fabricd.GetBGPTable:input_type -> fabricd.v1.GetBGPTableRequest
-	7,  // 7: fabricd.v1.Fabricd.GetInstalledRoutes:input_type -> fabricd.v1.GetInstalledRoutesRequest
-	10, // 8: fabricd.v1.Fabricd.GetInterfaces:input_type -> fabricd.v1.GetInterfacesRequest
-	13, // 9: fabricd.v1.Fabricd.Reload:input_type -> fabricd.v1.ReloadRequest
-	1,  // 10: fabricd.v1.Fabricd.GetSummary:output_type -> fabricd.v1.Summary
-	4,  // 11: fabricd.v1.Fabricd.GetBGPTable:output_type -> fabricd.v1.BGPTable
-	8,  // 12: fabricd.v1.Fabricd.GetInstalledRoutes:output_type -> fabricd.v1.InstalledRoutes
-	11, // 13: fabricd.v1.Fabricd.GetInterfaces:output_type -> fabricd.v1.Interfaces
-	14, // 14: fabricd.v1.Fabricd.Reload:output_type -> fabricd.v1.ReloadResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	10, // 4: fabricd.v1.InstalledRoute.nexthops:type_name -> fabricd.v1.InstalledNexthop
+	13, // 5: fabricd.v1.Interfaces.interfaces:type_name -> fabricd.v1.Interface
+	0,  // 6: fabricd.v1.Fabricd.GetSummary:input_type -> fabricd.v1.GetSummaryRequest
+	3,  // 7: fabricd.v1.Fabricd.GetBGPTable:input_type -> fabricd.v1.GetBGPTableRequest
+	7,  // 8: fabricd.v1.Fabricd.GetInstalledRoutes:input_type -> fabricd.v1.GetInstalledRoutesRequest
+	11, // 9: fabricd.v1.Fabricd.GetInterfaces:input_type -> fabricd.v1.GetInterfacesRequest
+	14, // 10: fabricd.v1.Fabricd.Reload:input_type -> fabricd.v1.ReloadRequest
+	1,  // 11: fabricd.v1.Fabricd.GetSummary:output_type -> fabricd.v1.Summary
+	4,  // 12: fabricd.v1.Fabricd.GetBGPTable:output_type -> fabricd.v1.BGPTable
+	8,  // 13: fabricd.v1.Fabricd.GetInstalledRoutes:output_type -> fabricd.v1.InstalledRoutes
+	12, // 14: fabricd.v1.Fabricd.GetInterfaces:output_type -> fabricd.v1.Interfaces
+	15, // 15: fabricd.v1.Fabricd.Reload:output_type -> fabricd.v1.ReloadResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_fabricd_proto_init() }
@@ -1154,7 +1209,7 @@ func file_fabricd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fabricd_proto_rawDesc), len(file_fabricd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

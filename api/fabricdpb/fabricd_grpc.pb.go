@@ -36,9 +36,10 @@ const (
 type FabricdClient interface {
 	// GetSummary is `show bgp summary`.
 	GetSummary(ctx context.Context, in *GetSummaryRequest, opts ...grpc.CallOption) (*Summary, error)
-	// GetBGPTable is `show bgp ipv4 unicast`.
+	// GetBGPTable is `show bgp ipv4 unicast` (or ipv6).
 	GetBGPTable(ctx context.Context, in *GetBGPTableRequest, opts ...grpc.CallOption) (*BGPTable, error)
-	// GetInstalledRoutes is `show ip route`: what fabricd put in the kernel.
+	// GetInstalledRoutes is `show ip route` and `show ipv6 route`: what
+	// fabricd put in the kernel.
 	GetInstalledRoutes(ctx context.Context, in *GetInstalledRoutesRequest, opts ...grpc.CallOption) (*InstalledRoutes, error)
 	// GetInterfaces is `show interface`: uplink discovery state.
 	GetInterfaces(ctx context.Context, in *GetInterfacesRequest, opts ...grpc.CallOption) (*Interfaces, error)
@@ -110,9 +111,10 @@ func (c *fabricdClient) Reload(ctx context.Context, in *ReloadRequest, opts ...g
 type FabricdServer interface {
 	// GetSummary is `show bgp summary`.
 	GetSummary(context.Context, *GetSummaryRequest) (*Summary, error)
-	// GetBGPTable is `show bgp ipv4 unicast`.
+	// GetBGPTable is `show bgp ipv4 unicast` (or ipv6).
 	GetBGPTable(context.Context, *GetBGPTableRequest) (*BGPTable, error)
-	// GetInstalledRoutes is `show ip route`: what fabricd put in the kernel.
+	// GetInstalledRoutes is `show ip route` and `show ipv6 route`: what
+	// fabricd put in the kernel.
 	GetInstalledRoutes(context.Context, *GetInstalledRoutesRequest) (*InstalledRoutes, error)
 	// GetInterfaces is `show interface`: uplink discovery state.
 	GetInterfaces(context.Context, *GetInterfacesRequest) (*Interfaces, error)

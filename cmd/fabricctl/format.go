@@ -46,7 +46,9 @@ func formatUptime(d time.Duration) string {
 	}
 }
 
-// writeBGPTable prints `show bgp ipv4 unicast` in FRR's layout.
+// writeBGPTable prints `show bgp ipv4 unicast` in FRR's layout. Locally
+// originated prefixes also say where they come from (config, pods, an
+// interface address).
 func writeBGPTable(w io.Writer, t *fabricdpb.BGPTable) {
 	fmt.Fprintf(w, "BGP table version is 0, local router ID is %s\n", t.GetRouterId())
 	fmt.Fprintf(w, "Default local pref 100, local AS %d\n", t.GetAs())
@@ -81,7 +83,14 @@ func writeBGPTable(w io.Writer, t *fabricdpb.BGPTable) {
 				metric = fmt.Sprint(p.GetMed())
 			}
 			path := strings.TrimSpace(formatASPath(p.GetAsPath()) + " " + p.GetOrigin())
+			if src := p.GetSource(); src != "" && src != "bgp" {
+				path += "    (" + src + ")"
+			}
 			line := fmt.Sprintf("%-3s%-17s%-20s%6s %6s %6d %s", code, network, p.GetNextHop(), metric, "", p.GetWeight(), path)
+			if len(network) > 16 {
+				// FRR moves the rest of a long prefix's line to the next.
+				line = fmt.Sprintf("%-3s%s\n%20s%-20s%6s %6s %6d %s", code, network, "", p.GetNextHop(), metric, "", p.GetWeight(), path)
+			}
 			fmt.Fprintln(w, strings.TrimRight(line, " "))
 		}
 	}
@@ -96,22 +105,29 @@ func formatASPath(p []uint32) string {
 	return strings.Join(parts, " ")
 }
 
-// writeRoutes prints `show ip route` for fabricd's kernel routes, as FRR
-// prints its BGP routes.
-func writeRoutes(w io.Writer, r *fabricdpb.InstalledRoutes) {
+// writeRoutes prints `show ip route` (or `show ipv6 route`) for fabricd's
+// kernel routes of one family, as FRR prints its BGP routes.
+func writeRoutes(w io.Writer, r *fabricdpb.InstalledRoutes, v6 bool) {
 	fmt.Fprintln(w, "Codes: B - BGP, > - selected route, * - FIB route")
 	fmt.Fprintln(w)
 	for _, rt := range r.GetRoutes() {
+		if strings.Contains(rt.GetPrefix(), ":") != v6 {
+			continue
+		}
 		head := fmt.Sprintf("B>* %s [20/0]", rt.GetPrefix())
 		if rt.GetBlackhole() {
 			fmt.Fprintf(w, "%s unreachable (blackhole)\n", head)
 			continue
 		}
-		for i, ifname := range rt.GetInterfaces() {
+		onlink := " onlink"
+		if v6 {
+			onlink = ""
+		}
+		for i, nh := range rt.GetNexthops() {
 			if i == 0 {
-				fmt.Fprintf(w, "%s via %s, %s onlink, weight 1\n", head, rt.GetGateway(), ifname)
+				fmt.Fprintf(w, "%s via %s, %s%s, weight 1\n", head, nh.GetGateway(), nh.GetInterface(), onlink)
 			} else {
-				fmt.Fprintf(w, "  *%s via %s, %s onlink, weight 1\n", strings.Repeat(" ", len(head)-3), rt.GetGateway(), ifname)
+				fmt.Fprintf(w, "  *%s via %s, %s%s, weight 1\n", strings.Repeat(" ", len(head)-3), nh.GetGateway(), nh.GetInterface(), onlink)
 			}
 		}
 	}

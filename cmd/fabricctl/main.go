@@ -28,8 +28,8 @@ const usage = `usage: fabricctl [--socket PATH] COMMAND
 
 commands:
   show bgp summary [json]        BGP sessions, like vtysh's "show bgp summary"
-  show bgp ipv4 unicast [json]   the BGP table with best-path marks
-  show ip route [json]           the routes fabricd installed in the kernel
+  show bgp ipv4 unicast [json]   the BGP table with best-path marks (also ipv6)
+  show ip route [json]           the routes fabricd installed in the kernel (also ipv6)
   show interface [json]          uplinks: link, discovered ToR, last RA, session
   reload                         re-read the configuration and apply the difference
   completion bash                print a bash completion script
@@ -124,14 +124,10 @@ var commands = map[string]command{
 		s, err := c.GetSummary(ctx, &fabricdpb.GetSummaryRequest{})
 		return s, func(w io.Writer) { writeSummary(w, s) }, err
 	},
-	"show bgp ipv4 unicast": func(ctx context.Context, c fabricdpb.FabricdClient) (proto.Message, func(io.Writer), error) {
-		t, err := c.GetBGPTable(ctx, &fabricdpb.GetBGPTableRequest{})
-		return t, func(w io.Writer) { writeBGPTable(w, t) }, err
-	},
-	"show ip route": func(ctx context.Context, c fabricdpb.FabricdClient) (proto.Message, func(io.Writer), error) {
-		r, err := c.GetInstalledRoutes(ctx, &fabricdpb.GetInstalledRoutesRequest{})
-		return r, func(w io.Writer) { writeRoutes(w, r) }, err
-	},
+	"show bgp ipv4 unicast": bgpTable(4),
+	"show bgp ipv6 unicast": bgpTable(6),
+	"show ip route":         installedRoutes(false),
+	"show ipv6 route":       installedRoutes(true),
 	"show interface": func(ctx context.Context, c fabricdpb.FabricdClient) (proto.Message, func(io.Writer), error) {
 		i, err := c.GetInterfaces(ctx, &fabricdpb.GetInterfacesRequest{})
 		return i, func(w io.Writer) { writeInterfaces(w, i) }, err
@@ -146,9 +142,34 @@ var commands = map[string]command{
 	},
 }
 
+func bgpTable(afi uint32) command {
+	return func(ctx context.Context, c fabricdpb.FabricdClient) (proto.Message, func(io.Writer), error) {
+		t, err := c.GetBGPTable(ctx, &fabricdpb.GetBGPTableRequest{Afi: afi})
+		return t, func(w io.Writer) { writeBGPTable(w, t) }, err
+	}
+}
+
+func installedRoutes(v6 bool) command {
+	return func(ctx context.Context, c fabricdpb.FabricdClient) (proto.Message, func(io.Writer), error) {
+		r, err := c.GetInstalledRoutes(ctx, &fabricdpb.GetInstalledRoutesRequest{})
+		if err == nil {
+			// JSON gets the family asked for, as the text does.
+			kept := r.Routes[:0]
+			for _, rt := range r.Routes {
+				if strings.Contains(rt.GetPrefix(), ":") == v6 {
+					kept = append(kept, rt)
+				}
+			}
+			r.Routes = kept
+		}
+		return r, func(w io.Writer) { writeRoutes(w, r, v6) }, err
+	}
+}
+
 func init() {
 	// vtysh's synonyms.
 	commands["show ip bgp"] = commands["show bgp ipv4 unicast"]
+	commands["show bgp ipv6"] = commands["show bgp ipv6 unicast"]
 	commands["show bgp"] = commands["show bgp ipv4 unicast"]
 	commands["show ip bgp summary"] = commands["show bgp summary"]
 	commands["show bgp ipv4 unicast summary"] = commands["show bgp summary"]
@@ -163,9 +184,10 @@ _fabricctl() {
 	words="${COMP_WORDS[*]:1:COMP_CWORD-1}"
 	case "$words" in
 	"") COMPREPLY=($(compgen -W "show reload completion --socket" -- "$cur")) ;;
-	"show") COMPREPLY=($(compgen -W "bgp ip interface" -- "$cur")) ;;
-	"show bgp") COMPREPLY=($(compgen -W "summary ipv4 json" -- "$cur")) ;;
-	"show bgp ipv4") COMPREPLY=($(compgen -W "unicast" -- "$cur")) ;;
+	"show") COMPREPLY=($(compgen -W "bgp ip ipv6 interface" -- "$cur")) ;;
+	"show bgp") COMPREPLY=($(compgen -W "summary ipv4 ipv6 json" -- "$cur")) ;;
+	"show bgp ipv4"|"show bgp ipv6") COMPREPLY=($(compgen -W "unicast" -- "$cur")) ;;
+	"show ipv6") COMPREPLY=($(compgen -W "route" -- "$cur")) ;;
 	"show ip") COMPREPLY=($(compgen -W "route bgp" -- "$cur")) ;;
 	"show bgp summary"|"show bgp ipv4 unicast"|"show ip route"|"show interface") COMPREPLY=($(compgen -W "json" -- "$cur")) ;;
 	"completion") COMPREPLY=($(compgen -W "bash" -- "$cur")) ;;

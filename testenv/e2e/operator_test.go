@@ -68,7 +68,7 @@ func TestCLIShowCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, re := range []string{
-		`(?m)^\*> 1\.1\.1\.1/32\s+0\.0\.0\.0\s+0\s+32768 i$`,
+		`(?m)^\*> 1\.1\.1\.1/32\s+0\.0\.0\.0\s+0\s+32768 i\s+\(config\)$`,
 		`(?m)^\*> 2\.2\.2\.2/32\s+ens3\s+0 65004 65002 i$`,
 		`(?m)^\*> 10\.1\.71\.192/26\s+ens3\s+0 65004 65002 i$`,
 		`(?m)^Displayed  7 routes and 7 total paths$`,

@@ -91,12 +91,14 @@ func TestSeedFabric(t *testing.T) {
 		if !slices.Equal(neigh, []string{want}) {
 			t.Errorf("%s: neighbour entries %q, want %q", s.Name(), neigh, want)
 		}
-		// Routes point at one kernel nexthop object for the uplink.
+		// Routes point at kernel nexthop objects for the uplink: one for
+		// IPv4 routes, one for IPv6 routes (via the ToR's link-local).
 		nhs, err := kernelLines(ctx, s, "nexthop", "show")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(nhs) != 1 || !regexp.MustCompile(`^id \d+ via 169\.254\.0\.1 dev ens3 scope link proto bgp onlink$`).MatchString(nhs[0]) {
+		if len(nhs) != 2 || !regexp.MustCompile(`^id \d+ via 169\.254\.0\.1 dev ens3 scope link proto bgp onlink$`).MatchString(nhs[0]) ||
+			!regexp.MustCompile(`^id \d+ via fe80::\S+ dev ens3 scope link proto bgp$`).MatchString(nhs[1]) {
 			t.Errorf("%s: nexthop objects %q", s.Name(), nhs)
 		}
 	}
