@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
@@ -50,7 +51,12 @@ type Config struct {
 	HoldTime     time.Duration
 	Keepalive    time.Duration
 	ConnectRetry time.Duration
-	Logger       *slog.Logger
+	// GracefulRestart advertises RFC 4724 graceful restart with
+	// RestartTime, so peers keep fabricd's routes while it restarts, and
+	// makes fabricd keep theirs while they do.
+	GracefulRestart bool
+	RestartTime     time.Duration
+	Logger          *slog.Logger
 }
 
 // Peer is an unnumbered neighbor as discovered on its uplink.
@@ -77,6 +83,16 @@ type Speaker struct {
 
 	// rearms carries interfaces whose session ended to the rearm worker.
 	rearms chan string
+
+	// restarting is set when fabricd restarts with its forwarding state
+	// intact (routes left in the kernel): sessions then advertise the
+	// graceful restart capability's restart and forwarding bits, so the
+	// peers keep fabricd's routes until its End-of-RIB.
+	restarting atomic.Bool
+	// gracefulStop makes Run end the sessions without a NOTIFICATION, so
+	// the peers keep fabricd's routes while it restarts.
+	gracefulStop atomic.Bool
+	stopping     atomic.Bool
 }
 
 type peerState struct {
@@ -88,8 +104,7 @@ type peerState struct {
 
 // New returns a speaker; Start runs it.
 func New(cfg Config, h Handler) *Speaker {
-	return &Speaker{
-		srv:       newServer(cfg.Logger),
+	s := &Speaker{
 		cfg:       cfg,
 		handler:   h,
 		log:       cfg.Logger.With("component", "bgp"),
@@ -98,14 +113,25 @@ func New(cfg Config, h Handler) *Speaker {
 		announced: make(map[netip.Prefix]*apiutil.Path),
 		rearms:    make(chan string, config.MaxNeighbors),
 	}
+	s.srv = newServer(cfg.Logger, &s.stopping)
+	return s
 }
 
-func newServer(log *slog.Logger) *server.BgpServer {
+// SetRestarting says whether fabricd restarted with its routes still in
+// the kernel. Call it before peers are added.
+func (s *Speaker) SetRestarting(b bool) { s.restarting.Store(b) }
+
+// StopGracefully makes Run end the sessions without a NOTIFICATION when
+// its context is cancelled: a restart, not a shutdown. Peers with graceful
+// restart keep fabricd's routes for the restart time.
+func (s *Speaker) StopGracefully() { s.gracefulStop.Store(true) }
+
+func newServer(log *slog.Logger, stopping *atomic.Bool) *server.BgpServer {
 	// GoBGP logs every UPDATE at debug level; keep its records at info
 	// and above even when fabricd itself logs debug.
 	lvl := new(slog.LevelVar)
 	lvl.Set(slog.LevelInfo)
-	gobgpLog := slog.New(minLevel{Handler: log.Handler(), min: lvl}).With("component", "gobgp")
+	gobgpLog := slog.New(gobgpHandler{Handler: log.Handler(), min: lvl, stopping: stopping}).With("component", "gobgp")
 	return server.NewBgpServer(server.LoggerOption(gobgpLog, lvl))
 }
 
@@ -122,6 +148,13 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 		s.srv.Serve()
 	}()
 	defer func() {
+		s.stopping.Store(true)
+		// StopBgp ends the sessions, with a NOTIFICATION (Cease) unless
+		// this is a graceful stop; Stop then also ends GoBGP's BFD loop
+		// (and reports, harmlessly, that BGP was already stopped).
+		if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: s.gracefulStop.Load()}); err != nil {
+			s.log.Warn("stopping BGP", "err", err)
+		}
 		s.srv.Stop()
 		<-served
 	}()
@@ -241,15 +274,34 @@ func (s *Speaker) addPeer(ctx context.Context, p Peer) error {
 			KeepaliveInterval: uint64(s.cfg.Keepalive / time.Second),
 			ConnectRetry:      uint64(s.cfg.ConnectRetry / time.Second),
 		}},
-		AfiSafis: []*api.AfiSafi{
-			{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}, Enabled: true}},
-			{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, Enabled: true}},
-		},
+		AfiSafis:        []*api.AfiSafi{s.afiSafi(api.Family_AFI_IP), s.afiSafi(api.Family_AFI_IP6)},
+		GracefulRestart: s.gracefulRestart(),
 	}})
 	if err != nil {
 		return fmt.Errorf("adding BGP peer %s on %s: %w", p.Addr, p.Interface, err)
 	}
 	return nil
+}
+
+func (s *Speaker) afiSafi(afi api.Family_Afi) *api.AfiSafi {
+	return &api.AfiSafi{
+		Config:            &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true},
+		MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: s.cfg.GracefulRestart}},
+	}
+}
+
+func (s *Speaker) gracefulRestart() *api.GracefulRestart {
+	if !s.cfg.GracefulRestart {
+		return nil
+	}
+	return &api.GracefulRestart{
+		Enabled:     true,
+		RestartTime: uint32(s.cfg.RestartTime / time.Second),
+		// After a restart fabricd waits this long at most for every
+		// peer's End-of-RIB before it sends its own routes.
+		DeferralTime:    uint32(s.cfg.HoldTime / time.Second),
+		LocalRestarting: s.restarting.Load(),
+	}
 }
 
 // rearm re-creates the GoBGP peer of a session that just ended. GoBGP
@@ -485,20 +537,29 @@ func asPathLen(attrs []gobgp.PathAttributeInterface) int {
 	return 0
 }
 
-// minLevel drops records below min whatever the wrapped handler accepts.
-type minLevel struct {
+// gobgpHandler drops GoBGP's records below min whatever the wrapped
+// handler accepts, and the one error Stop logs after StopBgp.
+type gobgpHandler struct {
 	slog.Handler
-	min slog.Leveler
+	min      slog.Leveler
+	stopping *atomic.Bool
 }
 
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+func (h gobgpHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min.Level() && h.Handler.Enabled(ctx, l)
 }
 
-func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return minLevel{Handler: h.Handler.WithAttrs(attrs), min: h.min}
+func (h gobgpHandler) Handle(ctx context.Context, r slog.Record) error {
+	if h.stopping.Load() && r.Message == "failed to stop BGP server" {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
-func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{Handler: h.Handler.WithGroup(name), min: h.min}
+func (h gobgpHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return gobgpHandler{Handler: h.Handler.WithAttrs(attrs), min: h.min, stopping: h.stopping}
+}
+
+func (h gobgpHandler) WithGroup(name string) slog.Handler {
+	return gobgpHandler{Handler: h.Handler.WithGroup(name), min: h.min, stopping: h.stopping}
 }

@@ -56,6 +56,12 @@ type BGP struct {
 	Keepalive  time.Duration
 	// ConnectRetry is how often an idle session retries its TCP connection.
 	ConnectRetry time.Duration
+	// GracefulRestart (RFC 4724) lets fabricd restart without the peers
+	// dropping its routes, and keeps theirs while they restart.
+	GracefulRestart bool
+	// RestartTime is how long peers keep fabricd's routes while it is
+	// away; also how long it keeps theirs without End-of-RIB.
+	RestartTime time.Duration
 }
 
 // RemoteASKind says how a neighbor's AS number is checked.
@@ -225,10 +231,12 @@ type rawConfig struct {
 }
 
 type rawBGP struct {
-	ListenPort   any `toml:"listen-port"`
-	HoldTime     any `toml:"hold-time"`
-	Keepalive    any `toml:"keepalive"`
-	ConnectRetry any `toml:"connect-retry"`
+	ListenPort      any `toml:"listen-port"`
+	HoldTime        any `toml:"hold-time"`
+	Keepalive       any `toml:"keepalive"`
+	ConnectRetry    any `toml:"connect-retry"`
+	GracefulRestart any `toml:"graceful-restart"`
+	RestartTime     any `toml:"restart-time"`
 }
 
 type rawNeighbor struct {
@@ -386,7 +394,8 @@ func (v *validator) config(raw *rawConfig) *Config {
 }
 
 func (v *validator) bgp(raw *rawBGP) BGP {
-	b := BGP{ListenPort: 179, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, ConnectRetry: 10 * time.Second}
+	b := BGP{ListenPort: 179, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, ConnectRetry: 10 * time.Second,
+		GracefulRestart: true, RestartTime: 120 * time.Second}
 	if raw.ListenPort != nil {
 		if n, ok := v.integer("bgp.listen-port", raw.ListenPort, 1, 65535); ok {
 			b.ListenPort = int(n)
@@ -404,6 +413,11 @@ func (v *validator) bgp(raw *rawBGP) BGP {
 	seconds("bgp.hold-time", raw.HoldTime, 3, &b.HoldTime)
 	seconds("bgp.keepalive", raw.Keepalive, 1, &b.Keepalive)
 	seconds("bgp.connect-retry", raw.ConnectRetry, 1, &b.ConnectRetry)
+	seconds("bgp.restart-time", raw.RestartTime, 1, &b.RestartTime)
+	if b.RestartTime > 4095*time.Second {
+		v.errorf("bgp.restart-time", "at most 4095 seconds (a 12-bit field in BGP)")
+	}
+	b.GracefulRestart = v.optBool("bgp.graceful-restart", raw.GracefulRestart, true)
 	if b.Keepalive >= b.HoldTime {
 		v.errorf("bgp.keepalive", "keepalive (%s) must be shorter than hold-time (%s)", b.Keepalive, b.HoldTime)
 	}

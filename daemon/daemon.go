@@ -64,6 +64,10 @@ type Daemon struct {
 	// made and discovery runs on every uplink.
 	ready chan struct{}
 
+	// keepRoutes makes Run leave the kernel as it is: a restart (see
+	// StopGracefully), not a shutdown.
+	keepRoutes atomic.Bool
+
 	// retainOnDown[u] makes the next session loss on uplink u keep its
 	// paths as stale instead of dropping them: set when fabricd itself
 	// resets the session because the link lost carrier. The ToR's
@@ -153,8 +157,10 @@ func New(opts Options) *Daemon {
 		ListenPort:   cfg.BGP.ListenPort,
 		HoldTime:     cfg.BGP.HoldTime,
 		Keepalive:    cfg.BGP.Keepalive,
-		ConnectRetry: cfg.BGP.ConnectRetry,
-		Logger:       log,
+		ConnectRetry:    cfg.BGP.ConnectRetry,
+		GracefulRestart: cfg.BGP.GracefulRestart,
+		RestartTime:     cfg.BGP.RestartTime,
+		Logger:          log,
 	}, (*bgpHandler)(d))
 	return d
 }
@@ -193,6 +199,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if adopted > 0 {
 		d.log.Info("found routes of an earlier run; keeping them until the peers have resent their tables", "routes", adopted)
 	}
+	// Restarting with the forwarding state intact: the peers are told so
+	// and keep our routes until we have resent them.
+	d.speaker.SetRestarting(adopted > 0)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// The FIB writer outlives the rest so that the final flush happens
@@ -237,6 +246,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	stopFIB()
 	<-fibDone
+	if d.keepRoutes.Load() {
+		d.log.Info("stopped for a restart: routes stay in the kernel, and the peers keep ours for the restart time")
+		return err
+	}
 	if ferr := d.fib.Flush(); ferr != nil {
 		d.log.Error("removing installed routes", "err", ferr)
 		err = errors.Join(err, ferr)
@@ -244,6 +257,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("removed installed routes and neighbour entries")
 	}
 	return err
+}
+
+// StopGracefully makes the coming stop a restart: the sessions end
+// without a NOTIFICATION, so peers with graceful restart keep fabricd's
+// routes, and the kernel keeps the routes fabricd installed, so traffic
+// flows on until the next fabricd takes them over. Call it before
+// cancelling Run's context.
+func (d *Daemon) StopGracefully() {
+	d.keepRoutes.Store(true)
+	d.speaker.StopGracefully()
 }
 
 // ping succeeds when the control loop answers.
@@ -461,6 +484,7 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 		case now := <-timer.C:
 			if !adoptedUntil.IsZero() && !now.Before(adoptedUntil) {
 				adoptedUntil = time.Time{}
+				d.speaker.SetRestarting(false)
 				d.log.Warn("not every peer sent End-of-RIB in time; removing routes of the earlier run that were not relearned")
 				if err := d.fib.SweepStale(ctx); err != nil {
 					return err
@@ -476,6 +500,7 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 				d.notifier.Status(d.statusLine())
 				if !adoptedUntil.IsZero() && d.allEndOfRIB() {
 					adoptedUntil = time.Time{}
+					d.speaker.SetRestarting(false)
 					d.log.Info("every peer sent End-of-RIB; removing routes of the earlier run that were not relearned")
 					if err := d.fib.SweepStale(ctx); err != nil {
 						return err

@@ -48,7 +48,7 @@ func run() int {
 	level.Set(cfg.Log.Level)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 
 	kernel, err := fib.NewNetlinkKernel()
@@ -59,27 +59,49 @@ func run() int {
 	defer kernel.Close()
 
 	d := daemon.New(daemon.Options{Config: cfg, Kernel: kernel, Logger: log, LogLevel: level})
-	go reloadOnHangup(ctx, d, log)
-	if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(signals)
+	handled := make(chan struct{})
+	go func() {
+		defer close(handled)
+		handleSignals(ctx, stop, signals, d, log)
+	}()
+	err = d.Run(ctx)
+	stop()
+	<-handled
+	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("fabricd stopped", "err", err)
 		return exitFailure
 	}
 	return 0
 }
 
-// reloadOnHangup turns SIGHUP (systemctl reload) into a reload. A refused
-// configuration is logged; the running one stays.
-func reloadOnHangup(ctx context.Context, d *daemon.Daemon, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// handleSignals maps signals to the daemon's lifecycle:
+//   - SIGTERM, SIGINT: stop for good. Routes are withdrawn from the peers
+//     and removed from the kernel (systemctl stop).
+//   - SIGUSR1: stop for a restart. Routes stay in the kernel and the peers
+//     keep ours (graceful restart), so no traffic is lost while the next
+//     fabricd starts (systemctl restart, an upgrade).
+//   - SIGHUP: reload the configuration (systemctl reload).
+func handleSignals(ctx context.Context, stop context.CancelFunc, signals <-chan os.Signal, d *daemon.Daemon, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hup:
-			if _, err := d.Reload(ctx); err != nil {
-				log.Error("reload refused; keeping the running configuration", "err", err)
+		case sig := <-signals:
+			switch sig {
+			case syscall.SIGHUP:
+				if _, err := d.Reload(ctx); err != nil {
+					log.Error("reload refused; keeping the running configuration", "err", err)
+				}
+			case syscall.SIGUSR1:
+				log.Info("stopping for a restart", "signal", sig)
+				d.StopGracefully()
+				stop()
+			default:
+				log.Info("stopping", "signal", sig)
+				stop()
 			}
 		}
 	}

@@ -101,8 +101,9 @@ func seedLab(t *testing.T) *testenv.Lab {
 		seed, seedErr = testenv.New(ctx, testenv.Options{
 			Role:          testenv.RoleFabricd,
 			FabricdBinary: bin("fabricd"),
-			// IPv6 unicast between the servers, for the IPv6 tests.
-			ToRExtraConfig: "address-family ipv6 unicast\nneighbor COMPUTE activate\nexit-address-family",
+			// Graceful restart, as the restart tests need, and IPv6
+			// unicast between the servers, for the IPv6 tests.
+			ToRExtraConfig: "bgp graceful-restart\naddress-family ipv6 unicast\nneighbor COMPUTE activate\nexit-address-family",
 			Logf:           func(f string, a ...any) { fmt.Printf("lab: "+f+"\n", a...) },
 		})
 		if seedErr != nil {

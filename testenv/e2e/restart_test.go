@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fabricd/fabricd/testenv"
+)
+
+// pingFlood pings from c1's pod to c2's pod every 10 ms while fn runs, and
+// returns how many were sent and received. Traffic crosses c1's FIB, the
+// ToR's and c2's, in both directions.
+func pingFlood(ctx context.Context, t *testing.T, lab *testenv.Lab, fn func()) (sent, received int) {
+	t.Helper()
+	from, to := lab.Server("c1").Pod(0), lab.Server("c2").Pod(0)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", from.Namespace(), "ping", "-q", "-i", "0.01", "-W", "1", to.Addr().String())
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // some traffic before
+	fn()
+	time.Sleep(500 * time.Millisecond) // and after
+	// SIGINT makes ping print its summary and exit.
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no ping summary in %q", out.String())
+	}
+	sent, _ = strconv.Atoi(m[1])
+	received, _ = strconv.Atoi(m[2])
+	return sent, received
+}
+
+func TestRestartLosesNoPackets(t *testing.T) {
+	lab := seedLab(t)
+	logOnFailure(t, lab)
+	ctx := ctxFor(t, 3*time.Minute)
+	c1 := lab.Server("c1")
+
+	for _, tc := range []struct {
+		name string
+		stop func() error
+	}{
+		// systemctl restart: the unit's RestartKillSignal.
+		{"graceful restart (SIGUSR1)", func() error { return c1.Stop(syscall.SIGUSR1) }},
+		// A crash: nothing is cleaned up, nothing is said to the ToR.
+		{"kill -9", func() error {
+			err := c1.Stop(syscall.SIGKILL)
+			if err != nil && err.Error() != "" && !regexp.MustCompile(`signal: killed`).MatchString(err.Error()) {
+				return err
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := lab.WaitConverged(ctx, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			var restartErr error
+			start := time.Now()
+			sent, received := pingFlood(ctx, t, lab, func() {
+				if restartErr = tc.stop(); restartErr != nil {
+					return
+				}
+				// The kernel still routes while nothing runs.
+				time.Sleep(time.Second)
+				if restartErr = c1.Start(ctx); restartErr != nil {
+					return
+				}
+				restartErr = lab.WaitConverged(ctx, 30*time.Second)
+			})
+			if restartErr != nil {
+				t.Fatal(restartErr)
+			}
+			t.Logf("%s: ping through c1 during the restart: %d sent, %d received (restart and reconvergence took %v)",
+				tc.name, sent, received, time.Since(start).Round(time.Millisecond))
+			if sent < 100 || received != sent {
+				t.Errorf("lost %d of %d packets", sent-received, sent)
+			}
+			// The earlier run's routes were taken over, not duplicated.
+			waitKernel(ctx, t, lab, c1, wantKernel(lab, c1))
+		})
+	}
+}
