@@ -61,11 +61,13 @@ type Config struct {
 
 // Peer is an unnumbered neighbor as discovered on its uplink.
 type Peer struct {
-	ID        int
-	Interface string
-	Addr      netip.Addr // link-local, zone = Interface
-	RemoteAS  config.RemoteAS
+	ID       int
+	Addr     netip.Addr // link-local, zone = the interface
+	Neighbor config.Neighbor
 }
+
+// Interface is the uplink the peer is on.
+func (p Peer) Interface() string { return p.Neighbor.Interface }
 
 // Speaker wraps a GoBGP server.
 type Speaker struct {
@@ -81,8 +83,8 @@ type Speaker struct {
 	// announced maps each originated prefix to GoBGP's path handle.
 	announced map[netip.Prefix]*apiutil.Path
 
-	// rearms carries interfaces whose session ended to the rearm worker.
-	rearms chan string
+	// rearms carries interfaces whose GoBGP peer Run must re-create.
+	rearms chan rearmRequest
 
 	// restarting is set when fabricd restarts with its forwarding state
 	// intact (routes left in the kernel): sessions then advertise the
@@ -100,6 +102,10 @@ type peerState struct {
 	// accepted is false until the session is Established with an AS the
 	// neighbor's remote-as allows; routes from other peers are ignored.
 	accepted bool
+	// preservesForwarding: the peer's graceful restart capability says
+	// it keeps forwarding IPv4 while it restarts (the F bit), so its
+	// routes may be kept as stale when its session ends that way.
+	preservesForwarding bool
 }
 
 // New returns a speaker; Start runs it.
@@ -111,7 +117,7 @@ func New(cfg Config, h Handler) *Speaker {
 		peers:     make(map[string]*peerState),
 		byAddr:    make(map[netip.Addr]*peerState),
 		announced: make(map[netip.Prefix]*apiutil.Path),
-		rearms:    make(chan string, config.MaxNeighbors),
+		rearms:    make(chan rearmRequest, config.MaxNeighbors),
 	}
 	s.srv = newServer(cfg.Logger, &s.stopping)
 	return s
@@ -163,13 +169,65 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 		return err
 	}
 	close(ready)
+	// Re-creations waiting for their time, by interface.
+	pending := map[string]time.Time{}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		var next time.Time
+		for _, at := range pending {
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+		}
+		if next.IsZero() {
+			timer.Stop()
+		} else {
+			timer.Reset(max(time.Until(next), 0))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case iface := <-s.rearms:
-			s.rearm(ctx, iface)
+		case r := <-s.rearms:
+			if r.reset != "" {
+				// GoBGP then keeps the peer idle for 30 s: a misconfigured
+				// ToR cannot make it reconnect in a tight loop.
+				if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: r.addr.String(), Communication: r.reset}); err != nil {
+					s.log.Warn("resetting refused peer", "interface", r.iface, "err", err)
+				}
+				continue
+			}
+			at := time.Now().Add(r.after)
+			if old, ok := pending[r.iface]; !ok || at.After(old) {
+				pending[r.iface] = at
+			}
+		case now := <-timer.C:
+			for iface, at := range pending {
+				if !now.Before(at) {
+					delete(pending, iface)
+					s.rearm(ctx, iface)
+				}
+			}
 		}
+	}
+}
+
+// rearmRequest asks Run to re-create iface's GoBGP peer after a delay, or
+// with reset set, to reset its session saying why.
+type rearmRequest struct {
+	iface string
+	after time.Duration
+	reset string
+	addr  netip.Addr
+}
+
+// requestRearm queues a re-creation; it never blocks GoBGP's event
+// goroutine.
+func (s *Speaker) requestRearm(iface string, after time.Duration) {
+	select {
+	case s.rearms <- rearmRequest{iface: iface, after: after}:
+	default:
+		s.log.Warn("too many pending peer re-creations; dropped one", "interface", iface)
 	}
 }
 
@@ -227,67 +285,89 @@ func (s *Speaker) start(ctx context.Context) error {
 // running).
 func (s *Speaker) SetPeer(ctx context.Context, p Peer) error {
 	s.mu.Lock()
-	old, exists := s.peers[p.Interface]
+	old, exists := s.peers[p.Interface()]
 	s.mu.Unlock()
-	if exists && old.Addr == p.Addr && old.RemoteAS == p.RemoteAS {
+	if exists && old.Addr == p.Addr && old.Neighbor == p.Neighbor {
 		return nil
 	}
 	if exists {
-		if err := s.RemovePeer(ctx, p.Interface); err != nil {
+		if err := s.RemovePeer(ctx, p.Interface()); err != nil {
 			return err
 		}
 	}
 	// Register before adding so no event of the new session is missed.
 	st := &peerState{Peer: p}
 	s.mu.Lock()
-	s.peers[p.Interface] = st
+	s.peers[p.Interface()] = st
 	s.byAddr[p.Addr] = st
 	s.mu.Unlock()
 
 	if err := s.addPeer(ctx, p); err != nil {
 		s.mu.Lock()
-		delete(s.peers, p.Interface)
+		delete(s.peers, p.Interface())
 		delete(s.byAddr, p.Addr)
 		s.mu.Unlock()
 		return err
 	}
-	s.log.Info("BGP peer configured", "interface", p.Interface, "address", p.Addr, "remote_as", p.RemoteAS)
+	s.log.Info("BGP peer configured", "interface", p.Interface(), "address", p.Addr, "remote_as", p.Neighbor.RemoteAS,
+		"md5", p.Neighbor.Password != "", "ttl_security", p.Neighbor.TTLSecurity, "bfd", p.Neighbor.BFD, "max_prefixes", p.Neighbor.MaxPrefixes)
 	return nil
 }
 
 func (s *Speaker) addPeer(ctx context.Context, p Peer) error {
+	n := p.Neighbor
 	peerASN := uint32(0) // "external": accept any AS, checked on Established
-	switch p.RemoteAS.Kind {
+	switch n.RemoteAS.Kind {
 	case config.RemoteInternal:
 		peerASN = s.cfg.ASN
 	case config.RemoteNumber:
-		peerASN = p.RemoteAS.ASN
+		peerASN = n.RemoteAS.ASN
 	}
-	err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
+	peer := &api.Peer{
 		Conf: &api.PeerConf{
 			NeighborAddress: p.Addr.String(),
 			PeerAsn:         peerASN,
-			Description:     p.Interface,
+			Description:     n.Interface,
+			AuthPassword:    n.Password,
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime:          uint64(s.cfg.HoldTime / time.Second),
 			KeepaliveInterval: uint64(s.cfg.Keepalive / time.Second),
 			ConnectRetry:      uint64(s.cfg.ConnectRetry / time.Second),
 		}},
-		AfiSafis:        []*api.AfiSafi{s.afiSafi(api.Family_AFI_IP), s.afiSafi(api.Family_AFI_IP6)},
+		AfiSafis:        []*api.AfiSafi{s.afiSafi(api.Family_AFI_IP, n), s.afiSafi(api.Family_AFI_IP6, n)},
 		GracefulRestart: s.gracefulRestart(),
-	}})
-	if err != nil {
-		return fmt.Errorf("adding BGP peer %s on %s: %w", p.Addr, p.Interface, err)
+	}
+	if n.TTLSecurity {
+		peer.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: 255}
+	}
+	if n.BFD {
+		us := uint32(n.BFDInterval / time.Microsecond)
+		peer.Bfd = &api.BfdPeerConfig{
+			Enabled:                  true,
+			DesiredMinimumTxInterval: us,
+			RequiredMinimumReceive:   us,
+			DetectionMultiplier:      uint32(n.BFDMultiplier),
+		}
+	}
+	if err := s.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: peer}); err != nil {
+		return fmt.Errorf("adding BGP peer %s on %s: %w", p.Addr, n.Interface, err)
 	}
 	return nil
 }
 
-func (s *Speaker) afiSafi(afi api.Family_Afi) *api.AfiSafi {
-	return &api.AfiSafi{
+func (s *Speaker) afiSafi(afi api.Family_Afi, n config.Neighbor) *api.AfiSafi {
+	a := &api.AfiSafi{
 		Config:            &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true},
 		MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: s.cfg.GracefulRestart}},
 	}
+	if n.MaxPrefixes > 0 {
+		// GoBGP counts the peer's Adj-RIB-In before any policy and ends
+		// the session (Cease, maximum prefixes) once it is exceeded, so
+		// memory stays bounded whatever the peer sends.
+		a.PrefixLimits = &api.PrefixLimit{MaxPrefixes: uint32(n.MaxPrefixes)}
+	}
+	return a
 }
 
 func (s *Speaker) gracefulRestart() *api.GracefulRestart {
@@ -463,36 +543,42 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	var refuse string
 	if established {
 		switch {
-		case st.RemoteAS.Kind == config.RemoteExternal && remoteAS == s.cfg.ASN:
+		case st.Neighbor.RemoteAS.Kind == config.RemoteExternal && remoteAS == s.cfg.ASN:
 			refuse = fmt.Sprintf("peer AS %d is our own, but remote-as is external", remoteAS)
 		}
 		st.accepted = refuse == ""
+		st.preservesForwarding = preservesIPv4Forwarding(ev.Peer.State.RemoteCap)
 	} else {
 		st.accepted = false
 	}
-	id, iface := st.ID, st.Interface
+	// RFC 4724: stale routes are kept only for families whose forwarding
+	// state the restarting peer said it preserves.
+	graceful := ev.Peer.State.DisconnectReason == api.PeerState_DISCONNECT_REASON_GRACEFUL_RESTART && st.preservesForwarding
+	id, iface := st.ID, st.Interface()
+	maxPrefixes, maxPrefixesRestart := st.Neighbor.MaxPrefixes, st.Neighbor.MaxPrefixesRestart
 	s.mu.Unlock()
 
 	switch {
 	case refuse != "":
 		s.log.Error("refusing BGP session", "interface", iface, "reason", refuse)
-		go func() {
-			// Not from GoBGP's event goroutine: ResetPeer waits on it.
-			if err := s.srv.ResetPeer(context.Background(), &api.ResetPeerRequest{Address: addr.String(), Communication: refuse}); err != nil {
-				s.log.Warn("resetting refused peer", "interface", iface, "err", err)
-			}
-		}()
+		select {
+		case s.rearms <- rearmRequest{iface: iface, reset: refuse, addr: addr}:
+		default:
+		}
 	case established && !wasAccepted:
 		s.log.Info("BGP session established", "interface", iface, "peer", addr, "remote_as", remoteAS, "router_id", ev.Peer.State.RouterID)
 		s.handler.SessionUp(id)
 	case !established && wasAccepted:
 		s.log.Warn("BGP session down", "interface", iface, "peer", addr, "state", ev.Peer.State.SessionState,
 			"reason", ev.Peer.State.DisconnectMessage)
-		s.handler.SessionDown(id, ev.Peer.State.DisconnectReason == api.PeerState_DISCONNECT_REASON_GRACEFUL_RESTART)
-		select {
-		case s.rearms <- iface:
-		default: // one is pending anyway
+		s.handler.SessionDown(id, graceful)
+		if ev.Peer.State.AdminState == api.PeerState_ADMIN_STATE_PFX_CT {
+			s.log.Error("peer sent more prefixes than max-prefixes; session torn down", "interface", iface,
+				"max_prefixes", maxPrefixes, "retry_in", maxPrefixesRestart)
+			s.requestRearm(iface, maxPrefixesRestart)
+			return
 		}
+		s.requestRearm(iface, 0)
 	}
 }
 
@@ -512,6 +598,23 @@ func (s *Speaker) onEOR(p *apiutil.Path, _ time.Time) {
 	if ok {
 		s.handler.EndOfRIB(st.ID, family)
 	}
+}
+
+// preservesIPv4Forwarding reads the F bit of IPv4 unicast in a graceful
+// restart capability.
+func preservesIPv4Forwarding(caps []gobgp.ParameterCapabilityInterface) bool {
+	for _, c := range caps {
+		gr, ok := c.(*gobgp.CapGracefulRestart)
+		if !ok {
+			continue
+		}
+		for _, t := range gr.Tuples {
+			if gobgp.NewFamily(t.AFI, t.SAFI) == gobgp.RF_IPv4_UC && t.Flags&0x80 != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func nlriPrefix(n gobgp.NLRI) (netip.Prefix, bool) {

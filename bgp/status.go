@@ -54,7 +54,7 @@ func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
 		st := p.GetState()
 		ps := PeerStatus{
 			ID:        peer.ID,
-			Interface: peer.Interface,
+			Interface: peer.Interface(),
 			Addr:      addr,
 			RemoteAS:  st.GetPeerAsn(),
 			RouterID:  st.GetRouterId(),
@@ -77,7 +77,7 @@ func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
 				ps.PfxSnt += af.GetState().GetAdvertised()
 			}
 		}
-		out[peer.Interface] = ps
+		out[peer.Interface()] = ps
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing BGP peers: %w", err)
@@ -147,7 +147,7 @@ func (s *Speaker) Table(ctx context.Context, family int) ([]Route, error) {
 			for _, p := range paths {
 				path := Path{PeerID: -1, Best: p.Best, Stale: p.Stale, ASPath: asPath(p.Attrs), Origin: "?"}
 				if peer, ok := byAddr[p.PeerAddress]; ok {
-					path.PeerID, path.Interface = peer.ID, peer.Interface
+					path.PeerID, path.Interface = peer.ID, peer.Interface()
 				}
 				for _, a := range p.Attrs {
 					switch v := a.(type) {

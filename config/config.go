@@ -42,6 +42,7 @@ type Config struct {
 	AutoAnnounce []AutoAnnounce
 	// AnnounceAddresses announces the addresses of matching interfaces.
 	AnnounceAddresses []AnnounceAddresses
+	Import            Import
 	API               API
 	Log               Log
 	Metrics           Metrics
@@ -98,6 +99,22 @@ func (r RemoteAS) String() string {
 type Neighbor struct {
 	Interface string
 	RemoteAS  RemoteAS
+	// Password enables TCP MD5 signatures (RFC 2385) on the session.
+	Password string
+	// TTLSecurity (GTSM, RFC 5082) accepts only packets sent with TTL 255,
+	// i.e. from the directly connected ToR. The ToR must send 255 (FRR:
+	// `neighbor X ttl-security hops 1`).
+	TTLSecurity bool
+	// BFD runs single-hop BFD (RFC 5881) on the session: the session and
+	// its routes go within BFDInterval × BFDMultiplier when the ToR stops
+	// forwarding, even with the link up.
+	BFD           bool
+	BFDInterval   time.Duration
+	BFDMultiplier int
+	// MaxPrefixes tears the session down when the ToR sends more prefixes
+	// than this (0: no limit); it is retried after MaxPrefixesRestart.
+	MaxPrefixes        int
+	MaxPrefixesRestart time.Duration
 }
 
 // Announce is a prefix fabricd originates.
@@ -123,6 +140,46 @@ type AutoAnnounce struct {
 type AnnounceAddresses struct {
 	Interfaces string // glob
 	Exclude    []netip.Prefix
+}
+
+// Import says which received prefixes fabricd accepts.
+type Import struct {
+	// Allow lists the accepted ranges; empty accepts every prefix.
+	Allow []PrefixRange
+	// AllowDefault accepts a default route (0.0.0.0/0, ::/0); refused
+	// otherwise, so a ToR can never quietly become this server's default
+	// gateway.
+	AllowDefault bool
+}
+
+// PrefixRange matches prefixes inside Prefix whose length is in [GE, LE],
+// as FRR's prefix lists do: without ge/le only Prefix itself, with le from
+// Prefix's length up to le, with ge from ge up to the address length.
+type PrefixRange struct {
+	Prefix netip.Prefix
+	GE, LE int
+}
+
+// Contains reports whether p is in the range.
+func (r PrefixRange) Contains(p netip.Prefix) bool {
+	return p.Addr().Is4() == r.Prefix.Addr().Is4() && p.Bits() >= r.GE && p.Bits() <= r.LE &&
+		r.Prefix.Bits() <= p.Bits() && r.Prefix.Contains(p.Addr())
+}
+
+// Accepts reports whether the import filter lets p in.
+func (im Import) Accepts(p netip.Prefix) bool {
+	if p.Bits() == 0 && !im.AllowDefault {
+		return false
+	}
+	if len(im.Allow) == 0 {
+		return true
+	}
+	for _, r := range im.Allow {
+		if r.Contains(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // API configures the gRPC socket.
@@ -224,6 +281,7 @@ type rawConfig struct {
 	Announce          []rawAnnounce          `toml:"announce"`
 	AutoAnnounce      []rawAutoAnnounce      `toml:"auto-announce"`
 	AnnounceAddresses []rawAnnounceAddresses `toml:"announce-addresses"`
+	Import            rawImport              `toml:"import"`
 	API               rawAPI                 `toml:"api"`
 	Log               rawLog                 `toml:"log"`
 	Metrics           rawMetrics             `toml:"metrics"`
@@ -240,8 +298,15 @@ type rawBGP struct {
 }
 
 type rawNeighbor struct {
-	Interface any `toml:"interface"`
-	RemoteAS  any `toml:"remote-as"`
+	Interface          any `toml:"interface"`
+	RemoteAS           any `toml:"remote-as"`
+	Password           any `toml:"password"`
+	TTLSecurity        any `toml:"ttl-security"`
+	BFD                any `toml:"bfd"`
+	BFDInterval        any `toml:"bfd-interval"`
+	BFDMultiplier      any `toml:"bfd-multiplier"`
+	MaxPrefixes        any `toml:"max-prefixes"`
+	MaxPrefixesRestart any `toml:"max-prefixes-restart"`
 }
 
 type rawAnnounce struct {
@@ -259,6 +324,17 @@ type rawAutoAnnounce struct {
 type rawAnnounceAddresses struct {
 	Interfaces any `toml:"interfaces"`
 	Exclude    any `toml:"exclude"`
+}
+
+type rawImport struct {
+	Allow        []rawPrefixRange `toml:"allow"`
+	AllowDefault any              `toml:"allow-default"`
+}
+
+type rawPrefixRange struct {
+	Prefix any `toml:"prefix"`
+	GE     any `toml:"ge"`
+	LE     any `toml:"le"`
 }
 
 type rawAPI struct {
@@ -355,6 +431,13 @@ func (v *validator) config(raw *rawConfig) *Config {
 			cfg.AnnounceAddresses = append(cfg.AnnounceAddresses, a)
 		}
 	}
+
+	for i := range raw.Import.Allow {
+		if r, ok := v.prefixRange(i, &raw.Import.Allow[i]); ok {
+			cfg.Import.Allow = append(cfg.Import.Allow, r)
+		}
+	}
+	cfg.Import.AllowDefault = v.optBool("import.allow-default", raw.Import.AllowDefault, false)
 
 	cfg.API = API{Socket: DefaultSocket}
 	if s, ok := v.optStr("api.socket", raw.API.Socket); ok {
@@ -453,6 +536,39 @@ func (v *validator) neighbor(i int, raw *rawNeighbor) Neighbor {
 	default:
 		if asn, ok := v.asn(key, val); ok {
 			n.RemoteAS = RemoteAS{Kind: RemoteNumber, ASN: asn}
+		}
+	}
+
+	if pw, ok := v.optStr(indexed("neighbor", i, "password"), raw.Password); ok {
+		if pw == "" || len(pw) > 80 {
+			// TCP_MD5SIG keys are at most 80 bytes.
+			v.errorf(indexed("neighbor", i, "password"), "must be 1-80 characters")
+		}
+		n.Password = pw
+	}
+	n.TTLSecurity = v.optBool(indexed("neighbor", i, "ttl-security"), raw.TTLSecurity, false)
+	n.BFD = v.optBool(indexed("neighbor", i, "bfd"), raw.BFD, false)
+	n.BFDInterval = 100 * time.Millisecond
+	if raw.BFDInterval != nil {
+		if ms, ok := v.integer(indexed("neighbor", i, "bfd-interval"), raw.BFDInterval, 10, 10000); ok {
+			n.BFDInterval = time.Duration(ms) * time.Millisecond
+		}
+	}
+	n.BFDMultiplier = 3
+	if raw.BFDMultiplier != nil {
+		if m, ok := v.integer(indexed("neighbor", i, "bfd-multiplier"), raw.BFDMultiplier, 2, 255); ok {
+			n.BFDMultiplier = int(m)
+		}
+	}
+	if raw.MaxPrefixes != nil {
+		if m, ok := v.integer(indexed("neighbor", i, "max-prefixes"), raw.MaxPrefixes, 0, 1<<32-1); ok {
+			n.MaxPrefixes = int(m)
+		}
+	}
+	n.MaxPrefixesRestart = 30 * time.Second
+	if raw.MaxPrefixesRestart != nil {
+		if sec, ok := v.integer(indexed("neighbor", i, "max-prefixes-restart"), raw.MaxPrefixesRestart, 1, 86400); ok {
+			n.MaxPrefixesRestart = time.Duration(sec) * time.Second
 		}
 	}
 	return n
@@ -563,6 +679,44 @@ func (v *validator) announceAddresses(i int, raw *rawAnnounceAddresses) (Announc
 		}
 	}
 	return a, true
+}
+
+func (v *validator) prefixRange(i int, raw *rawPrefixRange) (PrefixRange, bool) {
+	var r PrefixRange
+	key := indexed("import.allow", i, "prefix")
+	if raw.Prefix == nil {
+		v.errorf(key, `required, e.g. { prefix = "10.0.0.0/8", le = 32 }`)
+		return r, false
+	}
+	p, ok := v.prefix(key, raw.Prefix)
+	if !ok {
+		return r, false
+	}
+	r.Prefix = p
+	maxBits := int64(p.Addr().BitLen())
+	r.GE, r.LE = p.Bits(), p.Bits()
+	if raw.LE != nil {
+		le, ok := v.integer(indexed("import.allow", i, "le"), raw.LE, int64(p.Bits()), maxBits)
+		if !ok {
+			return r, false
+		}
+		r.LE = int(le)
+	}
+	if raw.GE != nil {
+		ge, ok := v.integer(indexed("import.allow", i, "ge"), raw.GE, int64(p.Bits()), maxBits)
+		if !ok {
+			return r, false
+		}
+		r.GE = int(ge)
+		if raw.LE == nil {
+			r.LE = int(maxBits)
+		}
+	}
+	if r.GE > r.LE {
+		v.errorf(indexed("import.allow", i, "ge"), "ge %d is above le %d", r.GE, r.LE)
+		return r, false
+	}
+	return r, true
 }
 
 // glob validates an optional interface name pattern (path.Match syntax).

@@ -219,3 +219,69 @@ prefix = "2001:db8:1::/64"
 		}
 	}
 }
+
+func TestParseSecurityAndFilters(t *testing.T) {
+	src := `asn = 65001
+router-id = "1.1.1.1"
+[[neighbor]]
+interface = "ens3"
+password = "s3cret"
+ttl-security = true
+bfd = true
+bfd-interval = 50
+max-prefixes = 1000
+[import]
+allow = [
+  { prefix = "10.0.0.0/8", le = 32 },
+  { prefix = "1.0.0.0/8", ge = 32 },
+  { prefix = "192.0.2.0/24" },
+]
+`
+	cfg, err := Parse("x.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cfg.Neighbors[0]
+	if n.Password != "s3cret" || !n.TTLSecurity || !n.BFD || n.BFDInterval != 50*time.Millisecond || n.BFDMultiplier != 3 ||
+		n.MaxPrefixes != 1000 || n.MaxPrefixesRestart != 30*time.Second {
+		t.Errorf("neighbor = %+v", n)
+	}
+	for p, want := range map[string]bool{
+		"10.1.8.192/26":   true,
+		"10.0.0.0/8":      true,
+		"11.0.0.0/8":      false,
+		"1.1.1.1/32":      true,
+		"1.1.0.0/16":      false, // ge 32
+		"192.0.2.0/24":    true,
+		"192.0.2.0/25":    false, // exact match only
+		"0.0.0.0/0":       false, // default refused
+		"2001:db8::/32":   false,
+		"10.0.0.0/7":      false,
+		"10.255.255.0/24": true,
+	} {
+		if got := cfg.Import.Accepts(netip.MustParsePrefix(p)); got != want {
+			t.Errorf("Accepts(%s) = %v, want %v", p, got, want)
+		}
+	}
+	// No allow list: everything but the default route.
+	open := Import{}
+	if !open.Accepts(netip.MustParsePrefix("203.0.113.0/24")) || open.Accepts(netip.MustParsePrefix("::/0")) {
+		t.Error("empty import filter")
+	}
+	if !(Import{AllowDefault: true}).Accepts(netip.MustParsePrefix("0.0.0.0/0")) {
+		t.Error("allow-default")
+	}
+
+	bad := []struct{ src, want string }{
+		{"[import]\nallow = [{ prefix = \"10.0.0.0/8\", le = 7 }]\n", "f.toml:4: import.allow#1.le: 7 is out of range 8-32"},
+		{"[import]\nallow = [{ prefix = \"10.0.0.0/8\", ge = 30, le = 20 }]\n", "f.toml:4: import.allow#1.ge: ge 30 is above le 20"},
+		{"[[neighbor]]\ninterface = \"ens3\"\nbfd-interval = 5\n", "f.toml:5: neighbor#1.bfd-interval: 5 is out of range 10-10000"},
+		{"[[neighbor]]\ninterface = \"ens3\"\npassword = \"\"\n", "f.toml:5: neighbor#1.password: must be 1-80 characters"},
+	}
+	for _, b := range bad {
+		_, err := Parse("f.toml", []byte("asn = 1\nrouter-id = \"1.1.1.1\"\n"+b.src))
+		if err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%q: err = %v, want %q", b.src, err, b.want)
+		}
+	}
+}

@@ -35,6 +35,10 @@ func (l *locator) line(key string) int {
 	if i := strings.IndexByte(table, '#'); i >= 0 {
 		element, _ = strconv.Atoi(table[i+1:])
 		table = table[:i]
+		if strings.Contains(table, ".") && !l.hasHeader(table) {
+			// An element of an inline array: the line of the array.
+			return l.line(table)
+		}
 	}
 
 	current, seen := "", 0
@@ -60,8 +64,23 @@ func (l *locator) line(key string) int {
 			return n + 1
 		}
 	}
+	if tableLine == 0 && strings.Contains(table, ".") && element == 0 {
+		// An inline table or array ("allow = [{...}]"): the line of the
+		// key that holds it.
+		return l.line(table)
+	}
 	if tableLine == 0 {
 		return 1
 	}
 	return tableLine
+}
+
+// hasHeader reports whether a [table] or [[table]] header names table.
+func (l *locator) hasHeader(table string) bool {
+	for _, text := range l.lines {
+		if m := headerRE.FindStringSubmatch(text); m != nil && m[2] == table {
+			return true
+		}
+	}
+	return false
 }

@@ -48,7 +48,7 @@ func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryReque
 	}
 	now := time.Now()
 	for _, u := range d.uplinkSnapshot() {
-		p := &fabricdpb.Peer{Interface: u.neighbor.Interface, State: "Idle"}
+		p := &fabricdpb.Peer{Interface: u.neighbor.Interface, State: "Idle", PfxFiltered: d.filtered[u.id].Load()}
 		if ps, ok := peers[u.neighbor.Interface]; ok {
 			p.PeerAddress = ps.Addr.String()
 			p.RemoteAs = ps.RemoteAS
@@ -152,6 +152,7 @@ func (a *apiServer) GetInterfaces(ctx context.Context, _ *fabricdpb.GetInterface
 			RasIgnored:    st.RAsIgnored,
 			RasSent:       st.RAsSent,
 			RssSent:       st.RSsSent,
+			PfxFiltered:   d.filtered[u.id].Load(),
 		}
 		if n := st.Neighbor; n != nil {
 			fi.PeerAddress = n.Addr.String()

@@ -64,6 +64,11 @@ type Daemon struct {
 	// made and discovery runs on every uplink.
 	ready chan struct{}
 
+	// importFilter decides which received prefixes enter the RIB;
+	// filtered counts, per uplink, the announcements it refused.
+	importFilter config.Import
+	filtered     [rib.MaxUplinks]atomic.Uint64
+
 	// keepRoutes makes Run leave the kernel as it is: a restart (see
 	// StopGracefully), not a shutdown.
 	keepRoutes atomic.Bool
@@ -132,17 +137,18 @@ const (
 func New(opts Options) *Daemon {
 	cfg, log := opts.Config, opts.Logger
 	d := &Daemon{
-		cfg:      cfg,
-		log:      log,
-		level:    opts.LogLevel,
-		kernel:   opts.Kernel,
-		notifier: systemd.New(log),
-		rib:      rib.New(),
-		events:   make(chan event, 256),
-		reloads:  make(chan reloadRequest),
-		pings:    make(chan chan struct{}),
-		ready:    make(chan struct{}),
-		uplinks:  make(map[string]*uplink),
+		cfg:          cfg,
+		importFilter: cfg.Import,
+		log:          log,
+		level:        opts.LogLevel,
+		kernel:       opts.Kernel,
+		notifier:     systemd.New(log),
+		rib:          rib.New(),
+		events:       make(chan event, 256),
+		reloads:      make(chan reloadRequest),
+		pings:        make(chan chan struct{}),
+		ready:        make(chan struct{}),
+		uplinks:      make(map[string]*uplink),
 
 		autoUpdates: make(chan []autoannounce.Announcement, 1),
 	}
@@ -152,11 +158,11 @@ func New(opts Options) *Daemon {
 		Logger:         log.With("component", "fib"),
 	})
 	d.speaker = bgp.New(bgp.Config{
-		ASN:          cfg.ASN,
-		RouterID:     cfg.RouterID,
-		ListenPort:   cfg.BGP.ListenPort,
-		HoldTime:     cfg.BGP.HoldTime,
-		Keepalive:    cfg.BGP.Keepalive,
+		ASN:             cfg.ASN,
+		RouterID:        cfg.RouterID,
+		ListenPort:      cfg.BGP.ListenPort,
+		HoldTime:        cfg.BGP.HoldTime,
+		Keepalive:       cfg.BGP.Keepalive,
 		ConnectRetry:    cfg.BGP.ConnectRetry,
 		GracefulRestart: cfg.BGP.GracefulRestart,
 		RestartTime:     cfg.BGP.RestartTime,
@@ -216,6 +222,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		g.Go(func() error { return metrics.Serve(gctx, cfg.Metrics.Listen, newCollector(d), d.log) })
 	}
 	g.Go(func() error { return d.notifier.Watchdog(gctx, d.ping) })
+	g.Go(func() error {
+		// Not fatal: without it fabricd still works, it just cannot undo
+		// someone else's change to the gateway's neighbour entry.
+		if err := d.fib.WatchNeighbors(gctx); err != nil {
+			d.log.Error("watching neighbour entries", "err", err)
+		}
+		return nil
+	})
 
 	speakerReady := make(chan struct{})
 	g.Go(func() error { return d.speaker.Run(gctx, speakerReady) })
@@ -420,7 +434,7 @@ func (d *Daemon) updateUplink(ctx context.Context, n config.Neighbor) {
 	if !peer.Addr.IsValid() {
 		return
 	}
-	if err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Interface: n.Interface, Addr: peer.Addr, RemoteAS: n.RemoteAS}); err != nil {
+	if err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Addr: peer.Addr, Neighbor: n}); err != nil {
 		d.log.Error("updating BGP peer", "interface", n.Interface, "err", err)
 	}
 }
@@ -582,14 +596,14 @@ func (d *Daemon) onDiscovery(ctx context.Context, ev unnumbered.Event) {
 		log.Info("ToR discovered", "address", n.Addr, "mac", n.MAC.String())
 		d.mu.Lock()
 		u.peer = n
-		remoteAS := u.neighbor.RemoteAS
+		neighbor := u.neighbor
 		d.mu.Unlock()
 		if len(n.MAC) == 0 {
 			log.Warn("ToR's router advertisement has no source link-layer address; cannot install routes through it yet")
 		} else if err := d.fib.SetUplink(ctx, u.id, ev.Interface, n.Index, n.MAC, n.Addr); err != nil {
 			return
 		}
-		err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Interface: ev.Interface, Addr: n.Addr, RemoteAS: remoteAS})
+		err := d.speaker.SetPeer(ctx, bgp.Peer{ID: int(u.id), Addr: n.Addr, Neighbor: neighbor})
 		if err != nil {
 			log.Error("configuring BGP peer", "err", err)
 			return
@@ -644,6 +658,10 @@ type bgpHandler Daemon
 func (h *bgpHandler) Route(id int, prefix netip.Prefix, asPathLen int, withdraw bool) {
 	if withdraw {
 		h.rib.Withdraw(rib.Uplink(id), prefix)
+		return
+	}
+	if !h.importFilter.Accepts(prefix) {
+		h.filtered[id].Add(1)
 		return
 	}
 	h.rib.Update(rib.Uplink(id), prefix, asPathLen)

@@ -15,6 +15,7 @@ type collector struct {
 	sessionUp      *prometheus.Desc
 	sessionUptime  *prometheus.Desc
 	prefixes       *prometheus.Desc
+	filtered       *prometheus.Desc
 	ribPrefixes    *prometheus.Desc
 	fibRoutes      *prometheus.Desc
 	fibBlackholes  *prometheus.Desc
@@ -33,6 +34,7 @@ func newCollector(d *Daemon) *collector {
 		sessionUp:      prometheus.NewDesc("fabricd_bgp_session_established", "1 if the BGP session on the uplink is Established.", iface, nil),
 		sessionUptime:  prometheus.NewDesc("fabricd_bgp_session_uptime_seconds", "Time since the BGP session was established; 0 when it is not.", iface, nil),
 		prefixes:       prometheus.NewDesc("fabricd_bgp_prefixes_received", "IPv4 prefixes received from the uplink's peer.", iface, nil),
+		filtered:       prometheus.NewDesc("fabricd_bgp_prefixes_filtered_total", "Announcements from the uplink's peer refused by the import filter.", iface, nil),
 		ribPrefixes:    prometheus.NewDesc("fabricd_rib_prefixes", "Prefixes with at least one path.", nil, nil),
 		fibRoutes:      prometheus.NewDesc("fabricd_fib_routes_installed", "Learned routes fabricd has installed in the kernel.", nil, nil),
 		fibBlackholes:  prometheus.NewDesc("fabricd_fib_blackholes_installed", "Blackhole routes fabricd has installed in the kernel.", nil, nil),
@@ -46,7 +48,7 @@ func newCollector(d *Daemon) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sessionUp, c.sessionUptime, c.prefixes, c.ribPrefixes, c.fibRoutes,
+	for _, d := range []*prometheus.Desc{c.sessionUp, c.sessionUptime, c.prefixes, c.filtered, c.ribPrefixes, c.fibRoutes,
 		c.fibBlackholes, c.fibOps, c.fibErrors, c.neighborWrites, c.rasReceived, c.rasIgnored, c.linkUp} {
 		ch <- d
 	}
@@ -74,6 +76,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.sessionUp, up, name)
 		gauge(c.sessionUptime, uptime, name)
 		gauge(c.prefixes, float64(ps.PfxRcd), name)
+		counter(c.filtered, float64(c.d.filtered[u.id].Load()), name)
 		st := u.link.Status()
 		link := 0.0
 		if st.LinkUp {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/fabricd/fabricd/config"
@@ -88,7 +89,7 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 			changes = append(changes, "added neighbor "+n.Interface)
 		case old != n:
 			d.updateUplink(ctx, n)
-			changes = append(changes, fmt.Sprintf("neighbor %s remote-as %s", n.Interface, n.RemoteAS))
+			changes = append(changes, "changed neighbor "+n.Interface)
 		}
 	}
 
@@ -113,5 +114,6 @@ func restartOnly(cur, next *config.Config) []string {
 	check("api", cur.API != next.API)
 	check("metrics", cur.Metrics != next.Metrics)
 	check("fib", cur.FIB != next.FIB)
+	check("import", !slices.Equal(cur.Import.Allow, next.Import.Allow) || cur.Import.AllowDefault != next.Import.AllowDefault)
 	return keys
 }

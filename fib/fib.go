@@ -255,31 +255,44 @@ func (w *Writer) RemoveUplink(ctx context.Context, u rib.Uplink) error {
 	})
 }
 
-// CheckNeighbor restores u's neighbour entry if something else changed or
-// removed it. FRR and admins have been known to flush it; without it every
-// route through the uplink blackholes.
-func (w *Writer) CheckNeighbor(ctx context.Context, u rib.Uplink) error {
-	return w.exec(ctx, func() {
-		up := w.uplinks[u]
-		if !w.usable.Has(u) {
-			return
-		}
-		mac, permanent, ok, err := w.kernel.LookupNeighbor(up.ifindex)
-		if err != nil {
-			w.log.Warn("reading neighbour entry", "uplink", up.name, "err", err)
-			return
-		}
-		if ok && permanent && slices.Equal(mac, up.mac) {
-			return
-		}
-		w.log.Warn("neighbour entry for the gateway was changed by someone else; restoring it",
-			"uplink", up.name, "gateway", Gateway, "found", mac.String(), "permanent", permanent, "present", ok, "want", up.mac.String())
-		if err := w.kernel.SetNeighbor(Neighbor{Ifindex: up.ifindex, MAC: up.mac}); err != nil {
-			w.log.Error("restoring neighbour entry", "uplink", up.name, "err", err)
-			return
-		}
-		w.stats.NeighborWrites.Add(1)
+// WatchNeighbors restores the gateway's neighbour entry on an uplink
+// whenever the kernel reports a change to it: FRR and admins have been
+// known to flush or overwrite it, and without it every IPv4 route through
+// the uplink blackholes. It returns when ctx is done.
+func (w *Writer) WatchNeighbors(ctx context.Context) error {
+	return w.kernel.WatchNeighbors(ctx, func(ifindex int) {
+		w.exec(ctx, func() {
+			for u := range w.uplinks {
+				if w.uplinks[u].ifindex == ifindex {
+					w.checkNeighbor(rib.Uplink(u))
+				}
+			}
+		})
 	})
+}
+
+// checkNeighbor rewrites u's neighbour entry if it is not what the writer
+// installed.
+func (w *Writer) checkNeighbor(u rib.Uplink) {
+	up := w.uplinks[u]
+	if !w.usable.Has(u) {
+		return
+	}
+	mac, permanent, ok, err := w.kernel.LookupNeighbor(up.ifindex)
+	if err != nil {
+		w.log.Warn("reading neighbour entry", "uplink", up.name, "err", err)
+		return
+	}
+	if ok && permanent && slices.Equal(mac, up.mac) {
+		return
+	}
+	w.log.Warn("neighbour entry for the gateway was changed by someone else; restoring it",
+		"uplink", up.name, "gateway", Gateway, "found", mac.String(), "permanent", permanent, "present", ok, "want", up.mac.String())
+	if err := w.kernel.SetNeighbor(Neighbor{Ifindex: up.ifindex, MAC: up.mac}); err != nil {
+		w.log.Error("restoring neighbour entry", "uplink", up.name, "err", err)
+		return
+	}
+	w.stats.NeighborWrites.Add(1)
 }
 
 // SetBlackholes makes the kernel's blackhole routes equal prefixes.

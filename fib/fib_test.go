@@ -31,7 +31,9 @@ type fakeKernel struct {
 	neighbors map[int]net.HardwareAddr
 	applies   int
 	ops       int
-	fail      map[netip.Prefix]error
+	// neighborEvents stands in for the kernel's neighbour notifications.
+	neighborEvents chan int
+	fail           map[netip.Prefix]error
 }
 
 func newFakeKernel(objects bool) *fakeKernel {
@@ -42,6 +44,8 @@ func newFakeKernel(objects bool) *fakeKernel {
 		foreign:   map[netip.Prefix]string{},
 		neighbors: map[int]net.HardwareAddr{},
 		fail:      map[netip.Prefix]error{},
+
+		neighborEvents: make(chan int, 8),
 	}
 }
 
@@ -199,6 +203,17 @@ func (k *fakeKernel) LookupNeighbor(ifindex int) (net.HardwareAddr, bool, bool, 
 	defer k.mu.Unlock()
 	mac, ok := k.neighbors[ifindex]
 	return mac, ok, ok, nil
+}
+
+func (k *fakeKernel) WatchNeighbors(ctx context.Context, changed func(int)) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ifi := <-k.neighborEvents:
+			changed(ifi)
+		}
+	}
 }
 
 func (k *fakeKernel) Close() error { return nil }
@@ -475,15 +490,16 @@ func TestWriterRestoresTamperedNeighbor(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		k := newFakeKernel(objects)
 		h := newHarness(t, k)
+		go h.w.WatchNeighbors(h.ctx)
 		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
 		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
 		k.mu.Lock()
 		k.neighbors[2] = mac2
 		k.mu.Unlock()
-		h.w.CheckNeighbor(h.ctx, 0)
+		k.neighborEvents <- 2
 		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
 		k.DeleteNeighbor(2)
-		h.w.CheckNeighbor(h.ctx, 0)
+		k.neighborEvents <- 2
 		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
 	})
 }

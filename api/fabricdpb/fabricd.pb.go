@@ -153,6 +153,7 @@ type Peer struct {
 	PfxRcd         uint64                 `protobuf:"varint,12,opt,name=pfx_rcd,json=pfxRcd,proto3" json:"pfx_rcd,omitempty"`
 	PfxSnt         uint64                 `protobuf:"varint,13,opt,name=pfx_snt,json=pfxSnt,proto3" json:"pfx_snt,omitempty"`
 	LastReset      string                 `protobuf:"bytes,14,opt,name=last_reset,json=lastReset,proto3" json:"last_reset,omitempty"`
+	PfxFiltered    uint64                 `protobuf:"varint,15,opt,name=pfx_filtered,json=pfxFiltered,proto3" json:"pfx_filtered,omitempty"` // announcements refused by the [import] filter
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -283,6 +284,13 @@ func (x *Peer) GetLastReset() string {
 		return x.LastReset
 	}
 	return ""
+}
+
+func (x *Peer) GetPfxFiltered() uint64 {
+	if x != nil {
+		return x.PfxFiltered
+	}
+	return 0
 }
 
 type GetBGPTableRequest struct {
@@ -865,6 +873,7 @@ type Interface struct {
 	RasIgnored    uint64                 `protobuf:"varint,8,opt,name=ras_ignored,json=rasIgnored,proto3" json:"ras_ignored,omitempty"`
 	RasSent       uint64                 `protobuf:"varint,9,opt,name=ras_sent,json=rasSent,proto3" json:"ras_sent,omitempty"`
 	RssSent       uint64                 `protobuf:"varint,10,opt,name=rss_sent,json=rssSent,proto3" json:"rss_sent,omitempty"`
+	PfxFiltered   uint64                 `protobuf:"varint,11,opt,name=pfx_filtered,json=pfxFiltered,proto3" json:"pfx_filtered,omitempty"` // announcements refused by the [import] filter
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -969,6 +978,13 @@ func (x *Interface) GetRssSent() uint64 {
 	return 0
 }
 
+func (x *Interface) GetPfxFiltered() uint64 {
+	if x != nil {
+		return x.PfxFiltered
+	}
+	return 0
+}
+
 type ReloadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1061,7 +1077,7 @@ const file_fabricd_proto_rawDesc = "" +
 	"\x02as\x18\x02 \x01(\rR\x02as\x12&\n" +
 	"\x05peers\x18\x03 \x03(\v2\x10.fabricd.v1.PeerR\x05peers\x12\x1b\n" +
 	"\trib_count\x18\x04 \x01(\x04R\bribCount\x12'\n" +
-	"\x0finstalled_count\x18\x05 \x01(\x04R\x0einstalledCount\"\x94\x03\n" +
+	"\x0finstalled_count\x18\x05 \x01(\x04R\x0einstalledCount\"\xb7\x03\n" +
 	"\x04Peer\x12\x1c\n" +
 	"\tinterface\x18\x01 \x01(\tR\tinterface\x12!\n" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12\x1b\n" +
@@ -1078,7 +1094,8 @@ const file_fabricd_proto_rawDesc = "" +
 	"\apfx_rcd\x18\f \x01(\x04R\x06pfxRcd\x12\x17\n" +
 	"\apfx_snt\x18\r \x01(\x04R\x06pfxSnt\x12\x1d\n" +
 	"\n" +
-	"last_reset\x18\x0e \x01(\tR\tlastReset\"&\n" +
+	"last_reset\x18\x0e \x01(\tR\tlastReset\x12!\n" +
+	"\fpfx_filtered\x18\x0f \x01(\x04R\vpfxFiltered\"&\n" +
 	"\x12GetBGPTableRequest\x12\x10\n" +
 	"\x03afi\x18\x01 \x01(\rR\x03afi\"e\n" +
 	"\bBGPTable\x12\x1b\n" +
@@ -1118,7 +1135,7 @@ const file_fabricd_proto_rawDesc = "" +
 	"Interfaces\x125\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2\x15.fabricd.v1.InterfaceR\n" +
-	"interfaces\"\xbe\x02\n" +
+	"interfaces\"\xe1\x02\n" +
 	"\tInterface\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\alink_up\x18\x02 \x01(\bR\x06linkUp\x12!\n" +
@@ -1131,7 +1148,8 @@ const file_fabricd_proto_rawDesc = "" +
 	"rasIgnored\x12\x19\n" +
 	"\bras_sent\x18\t \x01(\x04R\arasSent\x12\x19\n" +
 	"\brss_sent\x18\n" +
-	" \x01(\x04R\arssSent\"\x0f\n" +
+	" \x01(\x04R\arssSent\x12!\n" +
+	"\fpfx_filtered\x18\v \x01(\x04R\vpfxFiltered\"\x0f\n" +
 	"\rReloadRequest\"*\n" +
 	"\x0eReloadResponse\x12\x18\n" +
 	"\achanges\x18\x01 \x03(\tR\achanges2\xf6\x02\n" +

@@ -135,7 +135,7 @@ func writeRoutes(w io.Writer, r *fabricdpb.InstalledRoutes, v6 bool) {
 
 // writeInterfaces prints `show interface`: what discovery knows per uplink.
 func writeInterfaces(w io.Writer, ifs *fabricdpb.Interfaces) {
-	fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %s\n", "Interface", "Link", "Peer", "Peer MAC", "Last RA", "Session", "RAs rx/ignored/tx, RSs tx")
+	fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %8s  %s\n", "Interface", "Link", "Peer", "Peer MAC", "Last RA", "Session", "Filtered", "RAs rx/ignored/tx, RSs tx")
 	for _, i := range ifs.GetInterfaces() {
 		link := "down"
 		if i.GetLinkUp() {
@@ -145,8 +145,8 @@ func writeInterfaces(w io.Writer, ifs *fabricdpb.Interfaces) {
 		if i.GetLastRaAgeMsec() >= 0 {
 			age = (time.Duration(i.GetLastRaAgeMsec()) * time.Millisecond).Round(100 * time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %d/%d/%d, %d\n", i.GetName(), link, peer, mac, age, i.GetSessionState(),
-			i.GetRasReceived(), i.GetRasIgnored(), i.GetRasSent(), i.GetRssSent())
+		fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %8d  %d/%d/%d, %d\n", i.GetName(), link, peer, mac, age, i.GetSessionState(),
+			i.GetPfxFiltered(), i.GetRasReceived(), i.GetRasIgnored(), i.GetRasSent(), i.GetRssSent())
 	}
 }
 

@@ -96,7 +96,7 @@ func TestCLIShowCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	mac := torMAC(ctx, t, lab, c1)
-	if !regexp.MustCompile(`(?m)^ens3\s+up\s+fe80::\S+%ens3\s+` + regexp.QuoteMeta(mac) + `\s+\S+\s+Established\s+\d+/0/\d+, \d+$`).MatchString(out) {
+	if !regexp.MustCompile(`(?m)^ens3\s+up\s+fe80::\S+%ens3\s+` + regexp.QuoteMeta(mac) + `\s+\S+\s+Established\s+0\s+\d+/0/\d+, \d+$`).MatchString(out) {
 		t.Errorf("show interface:\n%s", out)
 	}
 	for _, cmd := range [][]string{{"show", "bgp", "ipv4", "unicast", "json"}, {"show", "ip", "route", "json"}, {"show", "interface", "json"}} {
