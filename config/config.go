@@ -34,6 +34,10 @@ type Config struct {
 
 	ASN      uint32
 	RouterID netip.Addr
+	// ASNAuto and RouterIDAuto mean "derive it on this host": see
+	// ResolveIdentity. Until then ASN and RouterID are zero.
+	ASNAuto      bool
+	RouterIDAuto bool
 
 	BGP       BGP
 	Neighbors []Neighbor
@@ -47,6 +51,8 @@ type Config struct {
 	Log               Log
 	Metrics           Metrics
 	FIB               FIB
+
+	loc *locator // for errors found after parsing (ResolveIdentity)
 }
 
 // BGP holds session timers shared by all neighbors.
@@ -238,6 +244,7 @@ func Parse(path string, src []byte) (*Config, error) {
 		return nil, errors.Join(v.errs...)
 	}
 	cfg.Path = path
+	cfg.loc = v.loc
 	return cfg, nil
 }
 
@@ -359,6 +366,7 @@ type validator struct {
 	path string
 	loc  *locator
 	errs []error
+	auto bool // the identity is derived later
 }
 
 func (v *validator) errorf(key string, format string, args ...any) {
@@ -368,15 +376,27 @@ func (v *validator) errorf(key string, format string, args ...any) {
 func (v *validator) config(raw *rawConfig) *Config {
 	cfg := &Config{}
 
-	if raw.ASN == nil {
-		v.errorf("asn", "required, e.g. asn = 65001")
-	} else if asn, ok := v.asn("asn", raw.ASN); ok {
-		cfg.ASN = asn
+	switch {
+	case raw.ASN == nil:
+		v.errorf("asn", `required, e.g. asn = 65001, or asn = "auto"`)
+	case raw.ASN == "auto":
+		cfg.ASNAuto = true
+	default:
+		if asn, ok := v.asn("asn", raw.ASN); ok {
+			cfg.ASN = asn
+		}
 	}
 
-	if raw.RouterID == nil {
-		v.errorf("router-id", `required, e.g. router-id = "1.1.1.1"`)
-	} else if s, ok := v.str("router-id", raw.RouterID); ok {
+	switch {
+	case raw.RouterID == nil:
+		v.errorf("router-id", `required, e.g. router-id = "1.1.1.1", or router-id = "auto"`)
+	case raw.RouterID == "auto":
+		cfg.RouterIDAuto = true
+	default:
+		s, ok := v.str("router-id", raw.RouterID)
+		if !ok {
+			break
+		}
 		addr, err := netip.ParseAddr(s)
 		switch {
 		case err != nil || !addr.Is4():
@@ -387,6 +407,7 @@ func (v *validator) config(raw *rawConfig) *Config {
 			cfg.RouterID = addr
 		}
 	}
+	v.auto = cfg.ASNAuto || cfg.RouterIDAuto
 
 	cfg.BGP = v.bgp(&raw.BGP)
 

@@ -162,7 +162,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("[[announce]]\nprefix = 1\n[bgp]\nhold-time = \"x\"\n"))
 	f.Fuzz(func(t *testing.T, src []byte) {
 		cfg, err := Parse("fuzz.toml", src)
-		if err == nil && (cfg.ASN == 0 || !cfg.RouterID.Is4()) {
+		if err == nil && (cfg.ASN == 0 && !cfg.ASNAuto || !cfg.RouterID.Is4() && !cfg.RouterIDAuto) {
 			t.Fatalf("accepted config without identity: %+v", cfg)
 		}
 	})
@@ -283,5 +283,61 @@ allow = [
 		if err == nil || !strings.Contains(err.Error(), b.want) {
 			t.Errorf("%q: err = %v, want %q", b.src, err, b.want)
 		}
+	}
+}
+
+func TestDerivedIdentity(t *testing.T) {
+	src := "asn = \"auto\"\nrouter-id = \"auto\"\n"
+	lo := func(addrs ...string) func() ([]netip.Prefix, error) {
+		return func() ([]netip.Prefix, error) {
+			var out []netip.Prefix
+			for _, a := range addrs {
+				out = append(out, netip.MustParsePrefix(a))
+			}
+			return out, nil
+		}
+	}
+	cfg, err := Parse("f.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.ResolveIdentity(lo("127.0.0.1/8", "10.0.0.1/32", "::1/128")); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RouterID != netip.MustParseAddr("10.0.0.1") || cfg.ASN != 4272804866 {
+		t.Errorf("identity = %s AS %d", cfg.RouterID, cfg.ASN)
+	}
+	// The derived ASN is in the private range and distinct for nearby IDs.
+	seen := map[uint32]bool{}
+	for _, id := range []string{"0.0.0.1", "1.1.1.1", "2.2.2.2", "10.0.0.1", "10.0.0.2", "255.255.255.255"} {
+		asn := DeriveASN(netip.MustParseAddr(id))
+		if asn < 4200000000 || asn > 4294967294 || seen[asn] {
+			t.Errorf("DeriveASN(%s) = %d", id, asn)
+		}
+		seen[asn] = true
+	}
+	for _, tc := range []struct {
+		addrs []string
+		want  string
+	}{
+		{nil, `f.toml:2: router-id: "auto" needs an IPv4 /32 on lo, and lo has nothing`},
+		{[]string{"127.0.0.1/8"}, `lo has 127.0.0.1/8`},
+		{[]string{"1.1.1.1/32", "2.2.2.2/32"}, `"auto" needs exactly one IPv4 /32 on lo, and lo has 1.1.1.1/32, 2.2.2.2/32`},
+	} {
+		cfg, _ := Parse("f.toml", []byte(src))
+		err := cfg.ResolveIdentity(lo(tc.addrs...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.addrs, err, tc.want)
+		}
+	}
+	// Fixed values need no lookup.
+	cfg, _ = Parse("f.toml", []byte("asn = 65001\nrouter-id = \"1.1.1.1\"\n"))
+	if err := cfg.ResolveIdentity(nil); err != nil || cfg.ASN != 65001 {
+		t.Errorf("fixed identity: %v %d", err, cfg.ASN)
+	}
+	// AS from a fixed router ID.
+	cfg, _ = Parse("f.toml", []byte("asn = \"auto\"\nrouter-id = \"1.1.1.1\"\n"))
+	if err := cfg.ResolveIdentity(nil); err != nil || cfg.ASN != DeriveASN(netip.MustParseAddr("1.1.1.1")) {
+		t.Errorf("derived AS: %v %d", err, cfg.ASN)
 	}
 }

@@ -40,15 +40,21 @@ func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryReque
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	if err := d.fib.Sync(ctx); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
 	out := &fabricdpb.Summary{
 		RouterId:       cfg.RouterID.String(),
 		As:             cfg.ASN,
 		RibCount:       uint64(d.rib.Len()),
 		InstalledCount: uint64(d.fib.Stats().Routes.Load() + d.fib.Stats().Blackholes.Load()),
+		FibInSync:      d.rib.Pending() == 0,
+		Identity:       cfg.IdentityDerived(),
 	}
 	now := time.Now()
+	eor := d.endOfRIBs()
 	for _, u := range d.uplinkSnapshot() {
-		p := &fabricdpb.Peer{Interface: u.neighbor.Interface, State: "Idle", PfxFiltered: d.filtered[u.id].Load()}
+		p := &fabricdpb.Peer{Interface: u.neighbor.Interface, State: "Idle", PfxFiltered: d.filtered[u.id].Load(), EndOfRib: eor[u.id]}
 		if ps, ok := peers[u.neighbor.Interface]; ok {
 			p.PeerAddress = ps.Addr.String()
 			p.RemoteAs = ps.RemoteAS

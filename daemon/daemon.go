@@ -40,14 +40,18 @@ type Options struct {
 	// LogLevel, when set, is the level of Logger's handler; reload
 	// changes it.
 	LogLevel *slog.LevelVar
+	// APISocket, when set, overrides [api] socket (fabricd --socket), for
+	// every reload too.
+	APISocket string
 }
 
 // Daemon is one fabricd instance.
 type Daemon struct {
-	log      *slog.Logger
-	level    *slog.LevelVar
-	kernel   fib.Kernel
-	notifier *systemd.Notifier
+	log       *slog.Logger
+	level     *slog.LevelVar
+	apiSocket string
+	kernel    fib.Kernel
+	notifier  *systemd.Notifier
 
 	rib     *rib.RIB
 	fib     *fib.Writer
@@ -136,7 +140,11 @@ const (
 // New prepares a daemon; Run starts it.
 func New(opts Options) *Daemon {
 	cfg, log := opts.Config, opts.Logger
+	if opts.APISocket != "" {
+		cfg.API.Socket = opts.APISocket
+	}
 	d := &Daemon{
+		apiSocket:    opts.APISocket,
 		cfg:          cfg,
 		importFilter: cfg.Import,
 		log:          log,
@@ -248,7 +256,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.mu.Lock()
 		announced := len(d.announced)
 		d.mu.Unlock()
-		d.log.Info("fabricd is up", "asn", cfg.ASN, "router_id", cfg.RouterID, "uplinks", len(cfg.Neighbors), "announced", announced)
+		d.log.Info("fabricd is up", "asn", cfg.ASN, "router_id", cfg.RouterID, "derived", cfg.IdentityDerived(),
+			"uplinks", len(cfg.Neighbors), "announced", announced)
 		return d.control(gctx, adopted > 0)
 	})
 
@@ -635,6 +644,17 @@ func (d *Daemon) onSession(ev sessionEvent) {
 		u.eor = true
 		u.staleUntil = time.Time{}
 	}
+}
+
+// endOfRIBs says, per uplink, whether its session is up and sent End-of-RIB.
+func (d *Daemon) endOfRIBs() map[rib.Uplink]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[rib.Uplink]bool, len(d.uplinks))
+	for _, u := range d.uplinks {
+		out[u.id] = u.established && u.eor
+	}
+	return out
 }
 
 // allEndOfRIB reports whether every uplink has an established session that

@@ -42,9 +42,12 @@ func (d *Daemon) Reload(ctx context.Context) ([]string, error) {
 // reload runs on the control loop.
 func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 	cur := d.config()
-	next, err := config.Load(cur.Path)
+	next, err := LoadConfig(cur.Path)
 	if err != nil {
 		return nil, err
+	}
+	if d.apiSocket != "" {
+		next.API.Socket = d.apiSocket
 	}
 	if keys := restartOnly(cur, next); len(keys) > 0 {
 		return nil, fmt.Errorf("%s: changing %s needs a restart (systemctl restart fabricd); the running configuration is unchanged",

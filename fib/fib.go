@@ -332,6 +332,15 @@ func (w *Writer) SetBlackholes(ctx context.Context, prefixes []netip.Prefix) err
 	})
 }
 
+// Sync returns once every change queued before it has been applied.
+func (w *Writer) Sync(ctx context.Context) error {
+	return w.query(ctx, func() {
+		// The RIB's pending changes too: drain them now rather than
+		// waiting for the loop to get to its signal.
+		w.syncChanged()
+	})
+}
+
 // Installed returns the kernel routes the writer owns, sorted by prefix,
 // with the uplinks each one uses now.
 func (w *Writer) Installed(ctx context.Context) ([]Route, error) {

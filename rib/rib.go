@@ -244,6 +244,13 @@ func (r *RIB) ForEach(fn func(netip.Prefix, NexthopSet)) {
 	}
 }
 
+// Pending is the number of changed prefixes not drained yet.
+func (r *RIB) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.dirty)
+}
+
 // Len is the number of prefixes with at least one path.
 func (r *RIB) Len() int {
 	r.mu.Lock()

@@ -68,8 +68,13 @@ type Summary struct {
 	Peers          []*Peer                `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"`
 	RibCount       uint64                 `protobuf:"varint,4,opt,name=rib_count,json=ribCount,proto3" json:"rib_count,omitempty"`                   // prefixes learned
 	InstalledCount uint64                 `protobuf:"varint,5,opt,name=installed_count,json=installedCount,proto3" json:"installed_count,omitempty"` // routes in the kernel, blackholes included
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// fib_in_sync: every change the RIB has seen is in the kernel.
+	FibInSync bool `protobuf:"varint,6,opt,name=fib_in_sync,json=fibInSync,proto3" json:"fib_in_sync,omitempty"`
+	// identity says what was derived ("router ID from lo, AS from the
+	// router ID"); empty when asn and router-id are configured.
+	Identity      string `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Summary) Reset() {
@@ -137,6 +142,20 @@ func (x *Summary) GetInstalledCount() uint64 {
 	return 0
 }
 
+func (x *Summary) GetFibInSync() bool {
+	if x != nil {
+		return x.FibInSync
+	}
+	return false
+}
+
+func (x *Summary) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
 type Peer struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Interface      string                 `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`                        // shown as Neighbor, like FRR's unnumbered peers
@@ -154,6 +173,7 @@ type Peer struct {
 	PfxSnt         uint64                 `protobuf:"varint,13,opt,name=pfx_snt,json=pfxSnt,proto3" json:"pfx_snt,omitempty"`
 	LastReset      string                 `protobuf:"bytes,14,opt,name=last_reset,json=lastReset,proto3" json:"last_reset,omitempty"`
 	PfxFiltered    uint64                 `protobuf:"varint,15,opt,name=pfx_filtered,json=pfxFiltered,proto3" json:"pfx_filtered,omitempty"` // announcements refused by the [import] filter
+	EndOfRib       bool                   `protobuf:"varint,16,opt,name=end_of_rib,json=endOfRib,proto3" json:"end_of_rib,omitempty"`        // the peer has sent its whole IPv4 table since the session came up
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -291,6 +311,13 @@ func (x *Peer) GetPfxFiltered() uint64 {
 		return x.PfxFiltered
 	}
 	return 0
+}
+
+func (x *Peer) GetEndOfRib() bool {
+	if x != nil {
+		return x.EndOfRib
+	}
+	return false
 }
 
 type GetBGPTableRequest struct {
@@ -1071,13 +1098,15 @@ const file_fabricd_proto_rawDesc = "" +
 	"\n" +
 	"\rfabricd.proto\x12\n" +
 	"fabricd.v1\"\x13\n" +
-	"\x11GetSummaryRequest\"\xa4\x01\n" +
+	"\x11GetSummaryRequest\"\xe0\x01\n" +
 	"\aSummary\x12\x1b\n" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x0e\n" +
 	"\x02as\x18\x02 \x01(\rR\x02as\x12&\n" +
 	"\x05peers\x18\x03 \x03(\v2\x10.fabricd.v1.PeerR\x05peers\x12\x1b\n" +
 	"\trib_count\x18\x04 \x01(\x04R\bribCount\x12'\n" +
-	"\x0finstalled_count\x18\x05 \x01(\x04R\x0einstalledCount\"\xb7\x03\n" +
+	"\x0finstalled_count\x18\x05 \x01(\x04R\x0einstalledCount\x12\x1e\n" +
+	"\vfib_in_sync\x18\x06 \x01(\bR\tfibInSync\x12\x1a\n" +
+	"\bidentity\x18\a \x01(\tR\bidentity\"\xd5\x03\n" +
 	"\x04Peer\x12\x1c\n" +
 	"\tinterface\x18\x01 \x01(\tR\tinterface\x12!\n" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12\x1b\n" +
@@ -1095,7 +1124,9 @@ const file_fabricd_proto_rawDesc = "" +
 	"\apfx_snt\x18\r \x01(\x04R\x06pfxSnt\x12\x1d\n" +
 	"\n" +
 	"last_reset\x18\x0e \x01(\tR\tlastReset\x12!\n" +
-	"\fpfx_filtered\x18\x0f \x01(\x04R\vpfxFiltered\"&\n" +
+	"\fpfx_filtered\x18\x0f \x01(\x04R\vpfxFiltered\x12\x1c\n" +
+	"\n" +
+	"end_of_rib\x18\x10 \x01(\bR\bendOfRib\"&\n" +
 	"\x12GetBGPTableRequest\x12\x10\n" +
 	"\x03afi\x18\x01 \x01(\rR\x03afi\"e\n" +
 	"\bBGPTable\x12\x1b\n" +

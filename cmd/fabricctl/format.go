@@ -13,6 +13,9 @@ import (
 func writeSummary(w io.Writer, s *fabricdpb.Summary) {
 	fmt.Fprintln(w, "IPv4 Unicast Summary:")
 	fmt.Fprintf(w, "BGP router identifier %s, local AS number %d\n", s.GetRouterId(), s.GetAs())
+	if id := s.GetIdentity(); id != "" {
+		fmt.Fprintf(w, "Derived identity: %s\n", id)
+	}
 	fmt.Fprintf(w, "RIB entries %d, installed routes %d\n", s.GetRibCount(), s.GetInstalledCount())
 	fmt.Fprintf(w, "Peers %d\n\n", len(s.GetPeers()))
 	fmt.Fprintln(w, "Neighbor        V         AS   MsgRcvd   MsgSent   TblVer  InQ OutQ  Up/Down State/PfxRcd   PfxSnt")

@@ -32,6 +32,9 @@ commands:
   show ip route [json]           the routes fabricd installed in the kernel (also ipv6)
   show interface [json]          uplinks: link, discovered ToR, last RA, session
   reload                         re-read the configuration and apply the difference
+  wait-online [--timeout D] [--any]
+                                 wait until the BGP sessions are up and their routes
+                                 installed (every uplink, or --any one); exit 1 on timeout
   completion bash                print a bash completion script
 `
 
@@ -58,6 +61,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cmd == "completion bash" {
 		fmt.Fprint(stdout, bashCompletion)
 		return 0
+	}
+	if len(words) > 0 && words[0] == "wait-online" {
+		return waitOnline(*socket, words[1:], stdout, stderr)
 	}
 	call, ok := commands[cmd]
 	if !ok {
@@ -183,7 +189,7 @@ _fabricctl() {
 	cur="${COMP_WORDS[COMP_CWORD]}"
 	words="${COMP_WORDS[*]:1:COMP_CWORD-1}"
 	case "$words" in
-	"") COMPREPLY=($(compgen -W "show reload completion --socket" -- "$cur")) ;;
+	"") COMPREPLY=($(compgen -W "show reload wait-online completion --socket" -- "$cur")) ;;
 	"show") COMPREPLY=($(compgen -W "bgp ip ipv6 interface" -- "$cur")) ;;
 	"show bgp") COMPREPLY=($(compgen -W "summary ipv4 ipv6 json" -- "$cur")) ;;
 	"show bgp ipv4"|"show bgp ipv6") COMPREPLY=($(compgen -W "unicast" -- "$cur")) ;;

@@ -32,15 +32,16 @@ func main() {
 func run() int {
 	configPath := flag.String("config", config.DefaultPath, "configuration file")
 	check := flag.Bool("check", false, "validate the configuration and exit")
+	socket := flag.String("socket", "", "API socket, overriding [api] socket (several fabricd on one host, as in the lab)")
 	flag.Parse()
 
-	cfg, err := config.Load(*configPath)
+	cfg, err := daemon.LoadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fabricd: invalid configuration:\n%v\n", err)
 		return exitConfig
 	}
 	if *check {
-		fmt.Printf("%s: configuration is valid\n", cfg.Path)
+		fmt.Printf("%s: configuration is valid (AS %d, router ID %s)\n", cfg.Path, cfg.ASN, cfg.RouterID)
 		return 0
 	}
 
@@ -58,7 +59,7 @@ func run() int {
 	}
 	defer kernel.Close()
 
-	d := daemon.New(daemon.Options{Config: cfg, Kernel: kernel, Logger: log, LogLevel: level})
+	d := daemon.New(daemon.Options{Config: cfg, Kernel: kernel, Logger: log, LogLevel: level, APISocket: *socket})
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(signals)
