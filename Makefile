@@ -13,10 +13,13 @@ GO      ?= go
 GOFLAGS ?=
 export CGO_ENABLED = 0
 
-# Debian packages the lab and the tests need.
-DEB_PACKAGES = frr iproute2 iputils-ping curl util-linux procps
+# Debian packages the lab and the tests need: FRR as the ToR, iproute2 and
+# ping for the lab, curl for the metrics endpoint, nftables to make a ToR
+# drop traffic (BFD test), ignition and yamllint to check the deployment
+# examples.
+DEB_PACKAGES = frr iproute2 iputils-ping curl util-linux procps nftables ignition yamllint
 
-.PHONY: all build deps demo test unit e2e fuzz bench proto install uninstall clean
+.PHONY: all build deps demo test unit e2e fuzz deploy-check bench proto install uninstall clean
 
 all: build
 
@@ -37,8 +40,9 @@ demo: deps build
 	$(GO) run ./testenv/cmd/fabricd-lab demo --fabricd $(CURDIR)/bin/fabricd
 
 # Everything CI runs: vet, unit tests with the race detector, the
-# end-to-end tests against FRR, and a short fuzzing pass.
-test: deps unit e2e fuzz
+# deployment examples, the end-to-end tests against FRR, and a short
+# fuzzing pass over every parser.
+test: deps unit deploy-check e2e fuzz
 
 unit:
 	$(GO) vet ./...
@@ -47,9 +51,29 @@ unit:
 e2e:
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 20m ./testenv/...
 
-FUZZTIME ?= 20s
+# Each fuzz target runs for FUZZTIME: the config loader and every
+# hand-written parser (netlink replies, ND packets).
+FUZZTIME ?= 15s
+FUZZ_TARGETS = ./config:FuzzParse ./fib:FuzzParseRoute ./fib:FuzzParseNexthop ./unnumbered:FuzzParseND
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
+	done
+
+# The deployment examples: Ignition validates, YAML lints (their content is
+# checked by go test ./deploy).
+deploy-check:
+	ignition-validate deploy/flatcar/fabricd.ign
+	yamllint -c deploy/.yamllint deploy/
+
+# Compares fabricd with FRR as the server's routing daemon in namespace labs (root,
+# FRR; about 6 minutes): FIB completion, bring-up, memory, the kernel floor, uplink
+# carrier loss and return. BENCHFLAGS="--runs 1 --sizes 10000" for a quick look;
+# results and method: docs/performance.md.
+BENCHFLAGS ?=
+bench: deps build
+	$(GO) run ./testenv/cmd/fabricd-bench --fabricd $(CURDIR)/bin/fabricd $(BENCHFLAGS)
 
 proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I api \
@@ -63,12 +87,15 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(COMPDIR)
 	sed 's|/usr/local/sbin/fabricd|$(SBINDIR)/fabricd|g' dist/fabricd.service > $(DESTDIR)$(UNITDIR)/fabricd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/fabricd.service
+	sed 's|/usr/local/bin/fabricctl|$(BINDIR)/fabricctl|g' dist/fabricd-wait-online.service > $(DESTDIR)$(UNITDIR)/fabricd-wait-online.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/fabricd-wait-online.service
 	install -D -m 0644 dist/fabricd.toml $(DESTDIR)$(CONFDIR)/fabricd.toml.example
 	[ -e $(DESTDIR)$(CONFDIR)/fabricd.toml ] || install -m 0644 dist/fabricd.toml $(DESTDIR)$(CONFDIR)/fabricd.toml
 	bin/fabricctl completion bash > $(DESTDIR)$(COMPDIR)/fabricctl
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/fabricd $(DESTDIR)$(BINDIR)/fabricctl $(DESTDIR)$(UNITDIR)/fabricd.service \
+		$(DESTDIR)$(UNITDIR)/fabricd-wait-online.service \
 		$(DESTDIR)$(CONFDIR)/fabricd.toml.example $(DESTDIR)$(COMPDIR)/fabricctl
 
 clean:

@@ -296,7 +296,7 @@ func FuzzParseRoute(f *testing.F) {
 	f.Add(appendRouteMsg(nil, Op{Kind: OpAdd, Route: Route{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Metric: 20, Via: []Via{{2, Gateway}, {3, Gateway}}}}, 1, 0)[16:])
 	f.Add(appendRouteMsg(nil, Op{Kind: OpAdd, Route: Route{Prefix: netip.MustParsePrefix("1.2.3.4/32"), Metric: 20, NexthopID: 99}}, 1, 0)[16:])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if r, ok := parseRoute(b); ok && (!r.Prefix.IsValid() || r.Prefix.Bits() > 32) {
+		if r, ok := parseRoute(b); ok && (!r.Prefix.IsValid() || r.Prefix.Bits() > r.Prefix.Addr().BitLen()) {
 			t.Fatalf("bad prefix from %x: %v", b, r.Prefix)
 		}
 	})

@@ -33,7 +33,12 @@ func run() int {
 	configPath := flag.String("config", config.DefaultPath, "configuration file")
 	check := flag.Bool("check", false, "validate the configuration and exit")
 	socket := flag.String("socket", "", "API socket, overriding [api] socket (several fabricd on one host, as in the lab)")
+	onTerm := flag.String("sigterm", "shutdown", `what SIGTERM means: "shutdown" (withdraw and remove routes) or "restart" (keep them, as SIGUSR1); "restart" suits containers, whose runtime stops them with SIGTERM on every upgrade`)
 	flag.Parse()
+	if *onTerm != "shutdown" && *onTerm != "restart" {
+		fmt.Fprintf(os.Stderr, "fabricd: --sigterm must be shutdown or restart, not %q\n", *onTerm)
+		return exitConfig
+	}
 
 	cfg, err := daemon.LoadConfig(*configPath)
 	if err != nil {
@@ -66,7 +71,7 @@ func run() int {
 	handled := make(chan struct{})
 	go func() {
 		defer close(handled)
-		handleSignals(ctx, stop, signals, d, log)
+		handleSignals(ctx, stop, signals, d, *onTerm == "restart", log)
 	}()
 	err = d.Run(ctx)
 	stop()
@@ -80,12 +85,13 @@ func run() int {
 
 // handleSignals maps signals to the daemon's lifecycle:
 //   - SIGTERM, SIGINT: stop for good. Routes are withdrawn from the peers
-//     and removed from the kernel (systemctl stop).
+//     and removed from the kernel (systemctl stop). With termRestarts,
+//     SIGTERM is a restart instead.
 //   - SIGUSR1: stop for a restart. Routes stay in the kernel and the peers
 //     keep ours (graceful restart), so no traffic is lost while the next
 //     fabricd starts (systemctl restart, an upgrade).
 //   - SIGHUP: reload the configuration (systemctl reload).
-func handleSignals(ctx context.Context, stop context.CancelFunc, signals <-chan os.Signal, d *daemon.Daemon, log *slog.Logger) {
+func handleSignals(ctx context.Context, stop context.CancelFunc, signals <-chan os.Signal, d *daemon.Daemon, termRestarts bool, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -96,7 +102,7 @@ func handleSignals(ctx context.Context, stop context.CancelFunc, signals <-chan 
 				if _, err := d.Reload(ctx); err != nil {
 					log.Error("reload refused; keeping the running configuration", "err", err)
 				}
-			case syscall.SIGUSR1:
+			case syscall.SIGUSR1, restartSignal(termRestarts):
 				log.Info("stopping for a restart", "signal", sig)
 				d.StopGracefully()
 				stop()
@@ -106,4 +112,12 @@ func handleSignals(ctx context.Context, stop context.CancelFunc, signals <-chan 
 			}
 		}
 	}
+}
+
+// restartSignal is SIGTERM when it means a restart, or SIGUSR1 again.
+func restartSignal(termRestarts bool) os.Signal {
+	if termRestarts {
+		return syscall.SIGTERM
+	}
+	return syscall.SIGUSR1
 }
