@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/fabricd/fabricd/internal/backoff"
 )
 
 // netlinkSource is the real source: three netlink subscriptions (links,
@@ -38,7 +40,7 @@ func defaultSource() source { return netlinkSource{ns: netns.None()} }
 const receiveBuffer = 1 << 20
 
 func (k netlinkSource) run(ctx context.Context, out chan<- event, log *slog.Logger, resync time.Duration) error {
-	bo := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	for first := true; ; first = false {
 		start := time.Now()
 		started, err := k.session(ctx, out, log, resync)
@@ -49,9 +51,9 @@ func (k netlinkSource) run(ctx context.Context, out chan<- event, log *slog.Logg
 			return err
 		}
 		if time.Since(start) > time.Minute {
-			bo.reset() // it worked for a while: a new failure, not a retry
+			bo.Reset() // it worked for a while: a new failure, not a retry
 		}
-		d := bo.next()
+		d := bo.Next()
 		// Typically ENOBUFS after a burst: some change may have been lost,
 		// so the state is rebuilt from a fresh dump.
 		log.Warn("netlink watch failed, resubscribing", "err", err, "retry_in", d)
@@ -349,19 +351,3 @@ func prefixOf(n net.IPNet) (netip.Prefix, bool) {
 	}
 	return netip.PrefixFrom(ip, ones), true
 }
-
-// backoff doubles a delay from min up to max.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }

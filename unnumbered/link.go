@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/ndp"
+
+	"github.com/fabricd/fabricd/internal/backoff"
 )
 
 const (
@@ -143,8 +145,8 @@ func (l *Link) Run(ctx context.Context, events chan<- Event) error {
 		l:           l,
 		events:      events,
 		log:         l.log,
-		openBackoff: backoff{min: 100 * time.Millisecond, max: 5 * time.Second},
-		rsBackoff:   backoff{min: time.Second, max: 16 * time.Second},
+		openBackoff: backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second},
+		rsBackoff:   backoff.Backoff{Min: time.Second, Max: 16 * time.Second},
 		warnIgnored: rateLimiter{every: 30 * time.Second},
 		warnOpen:    rateLimiter{every: 30 * time.Second},
 		advertising: !l.cfg.DeferAdvertisements,
@@ -179,7 +181,7 @@ type runner struct {
 	openDue, raDue, rsDue time.Time
 	lastRA, lastRS        time.Time
 
-	openBackoff, rsBackoff backoff
+	openBackoff, rsBackoff backoff.Backoff
 	warnIgnored, warnOpen  rateLimiter
 
 	// advertising is false while Config.DeferAdvertisements holds our RAs.
@@ -245,7 +247,7 @@ func (r *runner) onTimer(ctx context.Context, now time.Time) {
 			"addr", n.Addr, "mac", n.MAC.String(), "last_ra", n.LastRA)
 		r.neighborDown(ctx, n)
 		// Perhaps only RAs got lost: ask right away.
-		r.rsBackoff.reset()
+		r.rsBackoff.Reset()
 		r.rsDue = now
 	}
 	if due(r.rsDue, now) {
@@ -285,7 +287,7 @@ func (r *runner) linkUp(ctx context.Context, now time.Time) {
 	r.l.updateStatus(func(s *Status) { s.LinkUp = true })
 	r.log.Info("link up", "ifindex", r.st.Index)
 	r.emit(ctx, Event{Kind: LinkUp, Interface: r.l.cfg.Interface})
-	r.openBackoff.reset()
+	r.openBackoff.Reset()
 	r.tryOpen(now)
 }
 
@@ -332,7 +334,7 @@ func (r *runner) tryOpen(now time.Time) {
 			r.openDue = now.Add(addrRetry)
 			return
 		}
-		d := r.openBackoff.next()
+		d := r.openBackoff.Next()
 		if ok, n := r.warnOpen.allow(now); ok {
 			r.log.Warn("cannot open ND socket, retrying", "err", err, "retry_in", d, "suppressed", n)
 		}
@@ -340,8 +342,8 @@ func (r *runner) tryOpen(now time.Time) {
 		return
 	}
 	r.conn = startConn(c, addr)
-	r.openBackoff.reset()
-	r.rsBackoff.reset()
+	r.openBackoff.Reset()
+	r.rsBackoff.Reset()
 	r.log.Debug("ND socket open", "addr", addr)
 	// RS first: the ToR answers it at once, which is what finds the
 	// neighbor quickly. Our RA then lets the ToR learn us.
@@ -364,7 +366,7 @@ func (r *runner) closeConn() {
 func (r *runner) connFailed(now time.Time, what string, err error) {
 	r.closeConn()
 	r.raDue, r.rsDue = time.Time{}, time.Time{}
-	d := r.openBackoff.next()
+	d := r.openBackoff.Next()
 	r.log.Warn(what+" failed, reopening ND socket", "err", err, "retry_in", d)
 	r.openDue = now.Add(d)
 }
@@ -387,7 +389,7 @@ func (r *runner) sendRS(now time.Time) {
 	if _, ok := r.tr.current(); !ok {
 		// RSs can get lost too; keep asking, ever less often, until a
 		// router answers. Its periodic RAs would find it as well.
-		r.rsDue = now.Add(r.rsBackoff.next())
+		r.rsDue = now.Add(r.rsBackoff.Next())
 	}
 }
 
@@ -442,7 +444,7 @@ func (r *runner) onRA(ctx context.Context, p packet, ra *ndp.RouterAdvertisement
 		n := r.setNeighborStatus()
 		r.log.Info("neighbor up", "addr", n.Addr, "mac", n.MAC.String(), "router_lifetime", n.RouterLifetime)
 		r.rsDue = time.Time{}
-		r.rsBackoff.reset()
+		r.rsBackoff.Reset()
 		r.emit(ctx, Event{Kind: NeighborUp, Interface: r.l.cfg.Interface, Neighbor: n})
 		// A router that just appeared (or came back after a flap, its
 		// address fresh from DAD) may not have heard our earlier RAs:
@@ -539,22 +541,6 @@ func (oc *openConn) close() error {
 	<-oc.done
 	return err
 }
-
-// backoff yields exponentially growing delays between min and max.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
 
 // rateLimiter allows one event per period and counts the rest.
 type rateLimiter struct {

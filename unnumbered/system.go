@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
+
+	"github.com/fabricd/fabricd/internal/backoff"
 )
 
 // conn is the part of *ndp.Conn a Link uses. Tests substitute a fake.
@@ -57,7 +59,7 @@ type netlinkSystem struct{}
 func (netlinkSystem) watch(ctx context.Context, name string, out chan<- linkState, log *slog.Logger) {
 	// The subscription fails typically with ENOBUFS, when we fell behind a
 	// burst of link changes; resubscribing also resynchronises the state.
-	bo := backoff{min: 50 * time.Millisecond, max: 5 * time.Second}
+	bo := backoff.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		start := time.Now()
 		err := watchOnce(ctx, name, out, log)
@@ -65,9 +67,9 @@ func (netlinkSystem) watch(ctx context.Context, name string, out chan<- linkStat
 			return
 		}
 		if time.Since(start) > time.Minute {
-			bo.reset() // it worked for a while: this is a new failure, not a retry
+			bo.Reset() // it worked for a while: this is a new failure, not a retry
 		}
-		d := bo.next()
+		d := bo.Next()
 		log.Warn("netlink link subscription failed, resubscribing", "err", err, "retry_in", d)
 		select {
 		case <-ctx.Done():
