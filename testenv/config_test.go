@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -231,5 +232,49 @@ func TestParseRoutes(t *testing.T) {
 func TestTOMLString(t *testing.T) {
 	if got, want := tomlString(`/a "b"\c`+"\n"), `"/a \"b\"\\c\u000A"`; got != want {
 		t.Errorf("tomlString = %s, want %s", got, want)
+	}
+}
+
+func TestToRPrefixes(t *testing.T) {
+	l := testLab(t, Options{Role: RoleFRR, ToRs: 2, ToRPrefixes: 3})
+	want := []netip.Prefix{
+		netip.MustParsePrefix("100.64.0.0/32"), netip.MustParsePrefix("100.64.0.1/32"), netip.MustParsePrefix("100.64.0.2/32"),
+	}
+	if got := l.ToRPrefixes(); !slices.Equal(got, want) {
+		t.Errorf("ToRPrefixes() = %v, want %v", got, want)
+	}
+	for i := range 2 {
+		bgpd := l.ToR(i).bgpdConf()
+		for _, want := range []string{
+			" neighbor swp3 interface peer-group COMPUTE\n no bgp network import-check\n",
+			"  neighbor COMPUTE soft-reconfiguration inbound\n  network 100.64.0.0/32\n  network 100.64.0.1/32\n  network 100.64.0.2/32\n exit-address-family\n",
+		} {
+			if !strings.Contains(bgpd, want) {
+				t.Errorf("%s bgpd config lacks %q:\n%s", l.ToR(i).Name(), want, bgpd)
+			}
+		}
+	}
+	if got := testLab(t, Options{Role: RoleFRR}).ToR(0).bgpdConf(); strings.Contains(got, "network") {
+		t.Errorf("without ToRPrefixes the ToR config has network statements:\n%s", got)
+	}
+	other := testLab(t, Options{Role: RoleFRR, ToRPrefixes: 2, ToRPrefixBase: netip.MustParsePrefix("198.18.0.0/15")})
+	if got := other.ToRPrefixes(); len(got) != 2 || got[1] != netip.MustParsePrefix("198.18.0.1/32") {
+		t.Errorf("ToRPrefixes() with a base = %v", got)
+	}
+
+	for name, opts := range map[string]Options{
+		"negative":                  {Role: RoleFRR, ToRPrefixes: -1},
+		"too many for the base":     {Role: RoleFRR, ToRPrefixes: 5, ToRPrefixBase: netip.MustParsePrefix("198.18.0.0/30")},
+		"unmasked base":             {Role: RoleFRR, ToRPrefixes: 1, ToRPrefixBase: netip.MustParsePrefix("198.18.0.1/15")},
+		"IPv6 base":                 {Role: RoleFRR, ToRPrefixes: 1, ToRPrefixBase: netip.MustParsePrefix("2001:db8::/64")},
+		"covers a loopback":         {Role: RoleFRR, ToRPrefixes: 1, ToRPrefixBase: netip.MustParsePrefix("0.0.0.0/1")},
+		"covers a pod block":        {Role: RoleFRR, ToRPrefixes: 1, ToRPrefixBase: netip.MustParsePrefix("10.1.0.0/16")},
+		"covers the Calico gateway": {Role: RoleFRR, ToRPrefixes: 1, ToRPrefixBase: netip.MustParsePrefix("169.254.0.0/16")},
+	} {
+		if _, err := New(context.Background(), opts); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		} else if strings.Contains(err.Error(), "building lab") {
+			t.Errorf("%s: failed only while building: %v", name, err)
+		}
 	}
 }

@@ -33,6 +33,9 @@ type frrInstance struct {
 	dir     string   // <daemon>.conf, <daemon>.out, frr.log
 	daemons []string // start order; zebra first
 	procs   []*daemon
+	// loadTime is added to frrStartTimeout for each wait: a ToR with a large
+	// originated table takes longer to read its config.
+	loadTime time.Duration
 }
 
 func (f *frrInstance) logPath() string { return filepath.Join(f.dir, "frr.log") }
@@ -92,7 +95,7 @@ func (f *frrInstance) launch(ctx context.Context) error {
 	// A daemon reads its config in the first turn of its event loop, before it serves
 	// any vty connection: once it answers, its config is in.
 	for _, name := range f.daemons {
-		if err := WaitFor(ctx, frrStartTimeout, name+" in "+f.ns+" to answer vtysh", func() error {
+		if err := WaitFor(ctx, frrStartTimeout+f.loadTime, name+" in "+f.ns+" to answer vtysh", func() error {
 			if err := f.checkAlive(); err != nil {
 				return Permanent(err)
 			}
@@ -335,7 +338,9 @@ func (r *Router) Exec(ctx context.Context, name string, args ...string) (string,
 	return execIn(ctx, r.Namespace(), name, args...)
 }
 
-// Start (re)starts the ToR's FRR from freshly written configs.
+// Start (re)starts the ToR's FRR from freshly written configs. It returns once the
+// daemons answer vtysh and, with Options.ToRPrefixes, bgpd has selected every
+// originated prefix as a best path.
 func (r *Router) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -343,9 +348,13 @@ func (r *Router) Start(ctx context.Context) error {
 		return err
 	}
 	if r.frr == nil {
-		r.frr = &frrInstance{ns: r.Namespace(), dir: r.dir(), daemons: []string{"zebra", "bgpd", "bfdd"}}
+		r.frr = &frrInstance{ns: r.Namespace(), dir: r.dir(), daemons: []string{"zebra", "bgpd", "bfdd"},
+			loadTime: torPrefixTimeout(r.lab.opts.ToRPrefixes) - torPrefixTimeout(0)}
 	}
 	if err := r.frr.start(ctx); err != nil {
+		return fmt.Errorf("starting FRR on %s: %w", r.name, err)
+	}
+	if err := r.waitPrefixes(ctx); err != nil {
 		return fmt.Errorf("starting FRR on %s: %w", r.name, err)
 	}
 	return nil
@@ -439,7 +448,20 @@ func (r *Router) bgpdConf() string {
 	for i := range r.lab.servers {
 		fmt.Fprintf(&b, " neighbor %s interface peer-group COMPUTE\n", r.port(i))
 	}
-	b.WriteString(" address-family ipv4 unicast\n  redistribute connected\n  neighbor COMPUTE soft-reconfiguration inbound\n exit-address-family\n")
+	n := r.lab.opts.ToRPrefixes
+	if n > 0 {
+		// Without this, bgpd would announce a `network` only once zebra has a route
+		// for it, which would mean N kernel routes on the ToR as well.
+		b.WriteString(" no bgp network import-check\n")
+	}
+	b.WriteString(" address-family ipv4 unicast\n  redistribute connected\n  neighbor COMPUTE soft-reconfiguration inbound\n")
+	if n > 0 {
+		b.Grow(n * len("  network 100.64.255.255/32\n"))
+		for a := range torPrefixAddrs(r.lab.opts.ToRPrefixBase, n) {
+			fmt.Fprintf(&b, "  network %s/32\n", a)
+		}
+	}
+	b.WriteString(" exit-address-family\n")
 	for line := range strings.SplitSeq(r.lab.opts.ToRExtraConfig, "\n") {
 		if strings.TrimSpace(line) != "" {
 			fmt.Fprintf(&b, " %s\n", strings.TrimSpace(line))
@@ -447,6 +469,61 @@ func (r *Router) bgpdConf() string {
 	}
 	b.WriteString("exit\n!\n")
 	return b.String()
+}
+
+// LogPath is the ToR's shared FRR log, <Dir>/<name>/frr.log, with microsecond
+// timestamps: the place to read when sessions came up (%ADJCHANGE lines).
+func (r *Router) LogPath() string { return filepath.Join(r.dir(), "frr.log") }
+
+// BestPaths returns how many IPv4 unicast prefixes the ToR's bgpd has selected a
+// best path for: what it can announce. Unlike `show bgp summary`, it also counts
+// while the ToR has no peer configured.
+func (r *Router) BestPaths(ctx context.Context) (int, error) {
+	var stats struct {
+		IPv4Unicast []struct {
+			TotalAdvertisements int `json:"totalAdvertisements"`
+		} `json:"ipv4Unicast"`
+	}
+	if err := r.VtyshJSON(ctx, "show bgp ipv4 unicast statistics json", &stats); err != nil {
+		return 0, err
+	}
+	if len(stats.IPv4Unicast) == 0 {
+		return 0, fmt.Errorf("%s: no IPv4 unicast statistics", r.name)
+	}
+	return stats.IPv4Unicast[0].TotalAdvertisements, nil
+}
+
+// torPrefixTimeout bounds the wait for a ToR's bgpd to select its originated
+// prefixes: about a second per 100,000 here, more on a loaded machine.
+func torPrefixTimeout(n int) time.Duration { return 30*time.Second + time.Duration(n)*time.Millisecond }
+
+// waitPrefixes waits until the ToR has selected all its originated prefixes (and
+// its loopback) as best paths. bgpd reads its config before it answers vtysh, but
+// best-path selection of the `network` routes runs on its work queue after that.
+func (r *Router) waitPrefixes(ctx context.Context) error {
+	n := r.lab.opts.ToRPrefixes
+	if n == 0 {
+		return nil
+	}
+	begin := time.Now()
+	err := WaitFor(ctx, torPrefixTimeout(n), fmt.Sprintf("%s to select its %d originated prefixes", r.name, n), func() error {
+		if err := r.frr.checkAlive(); err != nil {
+			return Permanent(err)
+		}
+		got, err := r.BestPaths(ctx)
+		if err != nil {
+			return err
+		}
+		if got < n+1 { // and the loopback, redistributed
+			return fmt.Errorf("%s has %d best paths, want %d", r.name, got, n+1)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.lab.logf("testenv: %s: %d originated prefixes selected %v after FRR answered", r.name, n, time.Since(begin).Round(time.Millisecond))
+	return nil
 }
 
 func (r *Router) bfddConf() string {

@@ -15,6 +15,12 @@
 //	                cali* to its pod, and 169.254.1.1/32 dev lo (see createNamespaces)
 //	fd3a9c-c1-pod0  eth0 10.1.8.195/32, default via 169.254.1.1 (Calico style)
 //
+// The uplinks are veth pairs whose two ends have different ifindexes (swpN is 1000+N-1):
+// the kernel reports a device's carrier changes at once only if its ifindex differs
+// from its iflink (a veth's peer), and otherwise up to a second late. With
+// Options.ToRPrefixes every ToR also originates that many /32s (100.64.0.0/10 by
+// default), for benchmarks (package testenv/bench).
+//
 // Configs and logs live in Dir: tor/frr.log (all ToR daemons, microsecond timestamps),
 // c1/fabricd.toml, c1/fabricd.log, c1/fabricd.sock; with RoleFRR c1/frr.log.
 //
@@ -28,6 +34,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -79,6 +86,21 @@ type Options struct {
 	// ToRExtraConfig is appended inside `router bgp` of every ToR, for example
 	// "bgp graceful-restart" or "neighbor COMPUTE bfd". bfdd always runs on the ToRs.
 	ToRExtraConfig string
+
+	// ToRPrefixes makes every ToR originate that many extra IPv4 /32 prefixes, the
+	// first addresses of ToRPrefixBase, as the table a server learns from its fabric;
+	// with two ToRs both originate the same ones, so servers get them by ECMP. They
+	// are `network` statements with `no bgp network import-check`: bgpd loads 100,000
+	// of them in about a second and neither the ToR's zebra nor its kernel is involved
+	// (kernel routes with `redistribute kernel` took 3-4 s plus an `ip -batch`).
+	// Router.Start, and so New, returns only once the ToR has selected them all as
+	// best paths: a server started after that never races the ToR's own loading.
+	// Default 0.
+	ToRPrefixes int
+	// ToRPrefixBase is where the originated prefixes are taken from; it must hold
+	// ToRPrefixes addresses and overlap no other lab address. Default 100.64.0.0/10
+	// (shared address space: room for 4M prefixes and no clash with the seed's).
+	ToRPrefixBase netip.Prefix
 
 	KeepLogs bool // Close leaves Dir in place
 
@@ -172,6 +194,12 @@ func newLab(opts Options) (*Lab, error) {
 	if opts.Servers == nil {
 		opts.Servers = SeedServers()
 	}
+	if !opts.ToRPrefixBase.IsValid() {
+		opts.ToRPrefixBase = DefaultToRPrefixBase
+	}
+	if err := validateToRPrefixes(opts); err != nil {
+		return nil, err
+	}
 	if len(opts.Servers) == 0 {
 		return nil, errors.New("testenv: no servers")
 	}
@@ -212,6 +240,69 @@ func newLab(opts Options) (*Lab, error) {
 		l.servers = append(l.servers, s)
 	}
 	return l, nil
+}
+
+// DefaultToRPrefixBase is Options.ToRPrefixBase's default.
+var DefaultToRPrefixBase = netip.MustParsePrefix("100.64.0.0/10")
+
+// torLoopbacks are the ToRs' router IDs, which the originated prefixes must not hide.
+var torLoopbacks = []netip.Prefix{netip.MustParsePrefix("4.4.4.4/32"), netip.MustParsePrefix("5.5.5.5/32")}
+
+func validateToRPrefixes(opts Options) error {
+	n, base := opts.ToRPrefixes, opts.ToRPrefixBase
+	if n < 0 {
+		return fmt.Errorf("testenv: ToRPrefixes is %d", n)
+	}
+	if !base.Addr().Is4() || base != base.Masked() {
+		return fmt.Errorf("testenv: ToRPrefixBase %v is not a masked IPv4 prefix", base)
+	}
+	if size := uint64(1) << (32 - base.Bits()); uint64(n) > size {
+		return fmt.Errorf("testenv: ToRPrefixBase %v holds %d addresses, fewer than ToRPrefixes %d", base, size, n)
+	}
+	if n == 0 {
+		return nil
+	}
+	others := slices.Clone(torLoopbacks)
+	for _, spec := range opts.Servers {
+		others = append(others, spec.Loopback, spec.Block)
+		for _, p := range spec.Pods {
+			others = append(others, netip.PrefixFrom(p, 32))
+		}
+	}
+	others = append(others, netip.MustParsePrefix(calicoGateway+"/32"))
+	for _, o := range others {
+		if o.IsValid() && base.Overlaps(o) {
+			return fmt.Errorf("testenv: ToRPrefixBase %v overlaps the lab's %v", base, o)
+		}
+	}
+	return nil
+}
+
+// ToRPrefixes returns the prefixes every ToR originates (Options.ToRPrefixes of
+// them, in address order), or nil.
+func (l *Lab) ToRPrefixes() []netip.Prefix {
+	if l.opts.ToRPrefixes == 0 {
+		return nil
+	}
+	out := make([]netip.Prefix, 0, l.opts.ToRPrefixes)
+	for a := range torPrefixAddrs(l.opts.ToRPrefixBase, l.opts.ToRPrefixes) {
+		out = append(out, netip.PrefixFrom(a, 32))
+	}
+	return out
+}
+
+// torPrefixAddrs yields the first n addresses of base; validateToRPrefixes has made
+// sure they fit.
+func torPrefixAddrs(base netip.Prefix, n int) iter.Seq[netip.Addr] {
+	return func(yield func(netip.Addr) bool) {
+		a := base.Addr()
+		for range n {
+			if !yield(a) {
+				return
+			}
+			a = a.Next()
+		}
+	}
 }
 
 func validateSpec(spec ServerSpec) error {

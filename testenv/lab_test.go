@@ -2,11 +2,13 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -271,6 +273,8 @@ func TestLabFRRTwoToRs(t *testing.T) {
 	t.Cleanup(func() { lab.Close() })
 	dumpOnFailure(t, lab)
 
+	checkUrgentUplinks(ctx, t, lab)
+
 	started := time.Now()
 	if err := lab.StartServers(ctx); err != nil {
 		t.Fatal(err)
@@ -397,4 +401,49 @@ func TestFabricdRoleProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNothingLeft(t, prefix, dir, daemons)
+}
+
+// checkUrgentUplinks checks that both ends of every uplink veth have an ifindex that
+// differs from their iflink (the peer's index), so that the kernel's linkwatch
+// reports their carrier changes at once instead of up to a second later.
+func checkUrgentUplinks(ctx context.Context, t *testing.T, lab *Lab) {
+	t.Helper()
+	type link struct {
+		Ifname    string `json:"ifname"`
+		Ifindex   int    `json:"ifindex"`
+		LinkIndex int    `json:"link_index"`
+	}
+	check := func(ns string, names []string) {
+		out, err := ipn(ctx, ns, "-j", "link", "show")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var links []link
+		if err := json.Unmarshal([]byte(out), &links); err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for _, l := range links {
+			if !slices.Contains(names, l.Ifname) {
+				continue
+			}
+			seen++
+			if l.LinkIndex == 0 || l.Ifindex == l.LinkIndex {
+				t.Errorf("%s %s: ifindex %d, iflink %d: carrier changes would wait for linkwatch", ns, l.Ifname, l.Ifindex, l.LinkIndex)
+			}
+		}
+		if seen != len(names) {
+			t.Errorf("%s: found %d of %v", ns, seen, names)
+		}
+	}
+	for _, s := range lab.Servers() {
+		check(s.Namespace(), s.Uplinks())
+	}
+	for i := 0; lab.ToR(i) != nil; i++ {
+		var ports []string
+		for _, s := range lab.Servers() {
+			ports = append(ports, lab.ToR(i).PortFor(s.Name()))
+		}
+		check(lab.ToR(i).Namespace(), ports)
+	}
 }

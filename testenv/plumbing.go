@@ -224,15 +224,28 @@ func setupNode(ctx context.Context, ns string, loopback netip.Prefix, sysctls []
 	return err
 }
 
+// torPortIndexBase numbers the ToRs' ports: swpN is ifindex torPortIndexBase+N-1 in
+// its ToR's namespace. See wireUplinks.
+const torPortIndexBase = 1000
+
 // wireUplinks connects ToR i's swpN to server N's ens(3+i). Both ends are created
 // directly inside the namespaces, so no interface name ever exists in the host's
 // namespace, where another lab may be using it.
+//
+// The ToR end gets a fixed high ifindex so that the two ends' indexes always differ
+// (the server end gets a small one, as the first devices of a fresh namespace). The
+// kernel's linkwatch treats a carrier change as urgent, and reports it at once, only
+// for a device whose ifindex differs from its iflink (a veth's iflink is its peer's
+// index); otherwise the change waits for the next linkwatch run, which happens at most
+// once a second system-wide. Both veth ends of a fresh pair would otherwise often be
+// ifindex 2, and a carrier loss on a server uplink would reach the routing daemons
+// (and the kernel's own nexthop handling) up to a second late, at random.
 func (l *Lab) wireUplinks(ctx context.Context) error {
 	for ti, r := range l.tors {
 		for si, s := range l.servers {
 			port, up := r.port(si), s.Uplinks()[ti]
-			if _, err := ipn(ctx, r.Namespace(), "link", "add", port, "type", "veth",
-				"peer", "name", up, "netns", s.Namespace()); err != nil {
+			if _, err := ipn(ctx, r.Namespace(), "link", "add", port, "index", strconv.Itoa(torPortIndexBase+si),
+				"type", "veth", "peer", "name", up, "netns", s.Namespace()); err != nil {
 				return err
 			}
 			if _, err := ipn(ctx, r.Namespace(), "link", "set", port, "up"); err != nil {

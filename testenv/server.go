@@ -246,6 +246,26 @@ func (s *Server) PID() int {
 	return 0
 }
 
+// PIDs returns the process IDs of the server's running daemons by program name:
+// "fabricd", or "zebra", "staticd" and "bgpd" with RoleFRR. Benchmarks read their
+// memory use from /proc.
+func (s *Server) PIDs() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pids := map[string]int{}
+	switch {
+	case s.frr != nil:
+		for _, d := range s.frr.procs {
+			if d.running() {
+				pids[d.name] = d.pid()
+			}
+		}
+	case s.fabricd != nil && s.fabricd.running():
+		pids["fabricd"] = s.fabricd.pid()
+	}
+	return pids
+}
+
 // Log returns the daemon's log: fabricd.log, or with RoleFRR frr.log followed by any
 // output of the FRR daemons themselves. Meant for test failure messages.
 func (s *Server) Log() string {
