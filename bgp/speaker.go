@@ -141,9 +141,8 @@ func newServer(log *slog.Logger, stopping *atomic.Bool) *server.BgpServer {
 	return server.NewBgpServer(server.LoggerOption(gobgpLog, lvl))
 }
 
-// exportPolicy is the name of the policy that lets only locally originated
-// routes out: a server must never become transit between its ToRs.
-const exportPolicy = "fabricd-export-local-only"
+// localOnlyPolicy accepts only locally originated routes.
+const localOnlyPolicy = "fabricd-local-only"
 
 // Run starts the BGP server and blocks until ctx is cancelled, then stops
 // it. ready is closed once peers can be added.
@@ -244,7 +243,7 @@ func (s *Speaker) start(ctx context.Context) error {
 	}
 
 	err = s.srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{
-		Name: exportPolicy,
+		Name: localOnlyPolicy,
 		Statements: []*api.Statement{{
 			Name:       "local",
 			Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
@@ -252,16 +251,27 @@ func (s *Speaker) start(ctx context.Context) error {
 		}},
 	}})
 	if err != nil {
-		return fmt.Errorf("adding export policy: %w", err)
+		return fmt.Errorf("adding policy: %w", err)
 	}
-	err = s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
-		Name:          "global",
-		Direction:     api.PolicyDirection_POLICY_DIRECTION_EXPORT,
-		Policies:      []*api.Policy{{Name: exportPolicy}},
-		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
-	}})
-	if err != nil {
-		return fmt.Errorf("assigning export policy: %w", err)
+	// Only locally originated routes go out (a server is never transit),
+	// and only they enter GoBGP's own RIB: fabricd selects and installs
+	// the received paths itself (package rib), from the updates it
+	// watches. Rejecting them at GoBGP's import keeps GoBGP from running
+	// its best-path selection and its propagation to the other peers for
+	// every received prefix, which cost more than half of its CPU time
+	// (formatting a debug string for each path sent back to its source
+	// among it) and a copy of the table in memory. GoBGP still keeps
+	// every peer's Adj-RIB-In, which `show bgp` reads.
+	for _, dir := range []api.PolicyDirection{api.PolicyDirection_POLICY_DIRECTION_EXPORT, api.PolicyDirection_POLICY_DIRECTION_IMPORT} {
+		err = s.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+			Name:          "global",
+			Direction:     dir,
+			Policies:      []*api.Policy{{Name: localOnlyPolicy}},
+			DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+		}})
+		if err != nil {
+			return fmt.Errorf("assigning policy: %w", err)
+		}
 	}
 
 	// Pre-policy updates arrive once per UPDATE message with all its

@@ -122,33 +122,36 @@ type Route struct {
 	Paths  []Path
 }
 
-// Table returns the IPv4 (family 4) or IPv6 (6) unicast BGP table sorted
-// by prefix.
+// Table returns the IPv4 (family 4) or IPv6 (6) unicast paths sorted by
+// prefix: fabricd's own (from GoBGP's RIB, where only they are) and every
+// peer's Adj-RIB-In. Received paths come with Best unset: fabricd, not
+// GoBGP, selects among them.
 func (s *Speaker) Table(ctx context.Context, family int) ([]Route, error) {
 	rf := gobgp.RF_IPv4_UC
 	if family == 6 {
 		rf = gobgp.RF_IPv6_UC
 	}
 	s.mu.RLock()
-	byAddr := make(map[netip.Addr]Peer, len(s.byAddr))
-	for a, st := range s.byAddr {
-		byAddr[a] = st.Peer
+	peers := make([]Peer, 0, len(s.byAddr))
+	for _, st := range s.byAddr {
+		peers = append(peers, st.Peer)
 	}
 	s.mu.RUnlock()
 
-	var routes []Route
-	err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: rf},
-		func(nlri gobgp.NLRI, paths []*apiutil.Path) {
+	byPrefix := map[netip.Prefix]*Route{}
+	collect := func(peerID int, iface string) func(gobgp.NLRI, []*apiutil.Path) {
+		return func(nlri gobgp.NLRI, paths []*apiutil.Path) {
 			prefix, ok := nlriPrefix(nlri)
 			if !ok {
 				return
 			}
-			r := Route{Prefix: prefix}
+			r := byPrefix[prefix]
+			if r == nil {
+				r = &Route{Prefix: prefix}
+				byPrefix[prefix] = r
+			}
 			for _, p := range paths {
-				path := Path{PeerID: -1, Best: p.Best, Stale: p.Stale, ASPath: asPath(p.Attrs), Origin: "?"}
-				if peer, ok := byAddr[p.PeerAddress]; ok {
-					path.PeerID, path.Interface = peer.ID, peer.Interface()
-				}
+				path := Path{PeerID: peerID, Interface: iface, Best: p.Best && peerID < 0, Stale: p.Stale, ASPath: asPath(p.Attrs), Origin: "?"}
 				for _, a := range p.Attrs {
 					switch v := a.(type) {
 					case *gobgp.PathAttributeOrigin:
@@ -159,10 +162,20 @@ func (s *Speaker) Table(ctx context.Context, family int) ([]Route, error) {
 				}
 				r.Paths = append(r.Paths, path)
 			}
-			routes = append(routes, r)
-		})
-	if err != nil {
+		}
+	}
+	if err := s.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: rf}, collect(-1, "")); err != nil {
 		return nil, fmt.Errorf("listing BGP table: %w", err)
+	}
+	for _, p := range peers {
+		req := apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_ADJ_IN, Name: p.Addr.String(), Family: rf}
+		if err := s.srv.ListPath(req, collect(p.ID, p.Interface())); err != nil {
+			return nil, fmt.Errorf("listing the routes of %s: %w", p.Interface(), err)
+		}
+	}
+	routes := make([]Route, 0, len(byPrefix))
+	for _, r := range byPrefix {
+		routes = append(routes, *r)
 	}
 	slices.SortFunc(routes, func(a, b Route) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {

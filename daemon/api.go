@@ -62,7 +62,7 @@ func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryReque
 			p.State = ps.State
 			p.MsgRcvd, p.MsgSent = ps.MsgRcvd, ps.MsgSent
 			p.Outq, p.Inq = ps.OutQ, ps.InQ
-			p.PfxRcd, p.PfxSnt = ps.PfxRcd, ps.PfxSnt
+			p.PfxRcd, p.PfxSnt = uint64(d.rib.CountFrom(u.id, false)), ps.PfxSnt
 			p.LastReset = ps.LastReset
 			if !ps.Since.IsZero() {
 				p.EverUp = true
@@ -91,12 +91,16 @@ func (a *apiServer) GetBGPTable(ctx context.Context, req *fabricdpb.GetBGPTableR
 	}
 	out := &fabricdpb.BGPTable{RouterId: cfg.RouterID.String(), As: cfg.ASN}
 	for _, r := range routes {
-		installed := d.rib.Best(r.Prefix)
+		// fabricd's own selection: the uplinks in best are installed;
+		// the first is shown as best (>), the others as multipath (=).
+		// Received paths the RIB does not hold were refused (the import
+		// filter, or our own AS in the path) and are not shown.
+		best, offers := d.rib.Best(r.Prefix), d.rib.Offers(r.Prefix)
 		br := &fabricdpb.BGPRoute{Prefix: r.Prefix.String()}
+		shownBest := false
 		for _, p := range r.Paths {
 			bp := &fabricdpb.BGPPath{
 				Valid:  true,
-				Best:   p.Best,
 				Stale:  p.Stale,
 				AsPath: p.ASPath,
 				Origin: p.Origin,
@@ -104,14 +108,23 @@ func (a *apiServer) GetBGPTable(ctx context.Context, req *fabricdpb.GetBGPTableR
 				HasMed: p.HasMED,
 			}
 			if p.PeerID < 0 {
-				bp.NextHop, bp.Source, bp.Weight = "0.0.0.0", d.announcementSource(r.Prefix), 32768
+				bp.NextHop, bp.Source, bp.Weight, bp.Best = "0.0.0.0", d.announcementSource(r.Prefix), 32768, p.Best
 			} else {
+				u := rib.Uplink(p.PeerID)
+				if !offers.Has(u) {
+					continue
+				}
 				bp.NextHop, bp.Peer, bp.Source = p.Interface, p.Interface, "bgp"
-				bp.Multipath = !p.Best && installed.Has(rib.Uplink(p.PeerID))
+				if best.Has(u) {
+					bp.Best, bp.Multipath = !shownBest, shownBest
+					shownBest = true
+				}
 			}
 			br.Paths = append(br.Paths, bp)
 		}
-		out.Routes = append(out.Routes, br)
+		if len(br.Paths) > 0 {
+			out.Routes = append(out.Routes, br)
+		}
 	}
 	return out, nil
 }

@@ -75,7 +75,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(c.sessionUp, up, name)
 		gauge(c.sessionUptime, uptime, name)
-		gauge(c.prefixes, float64(ps.PfxRcd), name)
+		gauge(c.prefixes, float64(c.d.rib.CountFrom(u.id, false)), name)
 		counter(c.filtered, float64(c.d.filtered[u.id].Load()), name)
 		st := u.link.Status()
 		link := 0.0

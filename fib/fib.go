@@ -48,15 +48,15 @@ type Writer struct {
 	// installed is every learned route in the kernel with the uplink set
 	// it was written for: the best paths' uplinks, and with nexthop
 	// objects the set whose object the route points at.
-	installed map[netip.Prefix]rib.NexthopSet
+	installed map[rib.Key]rib.NexthopSet
 	// blackholes are the configured blackholes; installedBlackholes those
 	// in the kernel.
-	blackholes          map[netip.Prefix]struct{}
-	installedBlackholes map[netip.Prefix]struct{}
+	blackholes          map[rib.Key]struct{}
+	installedBlackholes map[rib.Key]struct{}
 	// adopted are routes of our protocol found in the kernel at start-up
 	// (left by an earlier run) and not rewritten since. They keep
 	// forwarding until SweepStale, so a restart does not drop traffic.
-	adopted map[netip.Prefix]struct{}
+	adopted map[rib.Key]struct{}
 
 	// Nexthop objects; objects is false when routes carry inline next hops.
 	objects bool
@@ -89,11 +89,11 @@ const (
 	ipv6
 )
 
-func familyOf(p netip.Prefix) family {
-	if p.Addr().Is4() {
-		return ipv4
+func familyOf(k rib.Key) family {
+	if k.Is6() {
+		return ipv6
 	}
-	return ipv6
+	return ipv4
 }
 
 type groupKey struct {
@@ -134,10 +134,10 @@ func NewWriter(k Kernel, r *rib.RIB, opts Options) *Writer {
 		log:                 opts.Logger,
 		objects:             !opts.InlineNexthops,
 		cmds:                make(chan func(), 64),
-		installed:           make(map[netip.Prefix]rib.NexthopSet),
-		blackholes:          make(map[netip.Prefix]struct{}),
-		installedBlackholes: make(map[netip.Prefix]struct{}),
-		adopted:             make(map[netip.Prefix]struct{}),
+		installed:           make(map[rib.Key]rib.NexthopSet),
+		blackholes:          make(map[rib.Key]struct{}),
+		installedBlackholes: make(map[rib.Key]struct{}),
+		adopted:             make(map[rib.Key]struct{}),
 		groups:              make(map[groupKey]*group),
 		adoptedNexthops:     make(map[uint32]struct{}),
 	}
@@ -171,7 +171,7 @@ func (w *Writer) Adopt() (int, error) {
 		return 0, fmt.Errorf("listing leftover routes: %w", err)
 	}
 	for _, r := range routes {
-		w.adopted[r.Prefix] = struct{}{}
+		w.adopted[rib.KeyOf(r.Prefix)] = struct{}{}
 	}
 	return len(routes), nil
 }
@@ -297,12 +297,12 @@ func (w *Writer) checkNeighbor(u rib.Uplink) {
 
 // SetBlackholes makes the kernel's blackhole routes equal prefixes.
 func (w *Writer) SetBlackholes(ctx context.Context, prefixes []netip.Prefix) error {
-	want := make(map[netip.Prefix]struct{}, len(prefixes))
+	want := make(map[rib.Key]struct{}, len(prefixes))
 	for _, p := range prefixes {
-		want[p] = struct{}{}
+		want[rib.KeyOf(p)] = struct{}{}
 	}
 	return w.exec(ctx, func() {
-		var removed []netip.Prefix
+		var removed []rib.Key
 		w.ops = w.ops[:0]
 		for p := range w.installedBlackholes {
 			if _, ok := want[p]; !ok {
@@ -326,7 +326,7 @@ func (w *Writer) SetBlackholes(ctx context.Context, prefixes []netip.Prefix) err
 		// Learned routes that a removed blackhole was hiding come back.
 		w.ops = w.ops[:0]
 		for _, p := range removed {
-			w.ops = w.appendSync(w.ops, p, w.rib.Best(p))
+			w.ops = w.appendSync(w.ops, p, w.rib.BestKey(p))
 		}
 		w.apply()
 	})
@@ -352,7 +352,7 @@ func (w *Writer) Installed(ctx context.Context) ([]Route, error) {
 			routes = append(routes, r)
 		}
 		for p := range w.installedBlackholes {
-			routes = append(routes, Route{Prefix: p, Metric: w.metric, Blackhole: true})
+			routes = append(routes, Route{Prefix: p.Prefix(), Metric: w.metric, Blackhole: true})
 		}
 	})
 	slices.SortFunc(routes, func(a, b Route) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
@@ -436,7 +436,7 @@ func (w *Writer) syncChanged() {
 	w.changes = w.rib.Drain(w.changes[:0])
 	w.ops = w.ops[:0]
 	for _, c := range w.changes {
-		w.ops = w.appendSync(w.ops, c.Prefix, c.Nexthops)
+		w.ops = w.appendSync(w.ops, c.Key, c.Nexthops)
 	}
 	n := len(w.ops)
 	if n == 0 {
@@ -461,7 +461,7 @@ func (w *Writer) setUsable(u rib.Uplink, usable bool) {
 	w.ops = w.ops[:0]
 	if usable {
 		// Every prefix whose best paths include u may gain a next hop.
-		w.rib.ForEach(func(p netip.Prefix, best rib.NexthopSet) {
+		w.rib.ForEach(func(p rib.Key, best rib.NexthopSet) {
 			if best.Has(u) {
 				w.ops = w.appendSync(w.ops, p, best)
 			}
@@ -469,7 +469,7 @@ func (w *Writer) setUsable(u rib.Uplink, usable bool) {
 	} else {
 		for p, set := range w.installed {
 			if set.Has(u) {
-				w.ops = w.appendSync(w.ops, p, w.rib.Best(p))
+				w.ops = w.appendSync(w.ops, p, w.rib.BestKey(p))
 			}
 		}
 	}
@@ -513,7 +513,7 @@ func (w *Writer) setUsableObjects(u rib.Uplink, usable bool) {
 		}
 	}
 	// Routes that had no usable next hop come back one by one.
-	w.rib.ForEach(func(p netip.Prefix, best rib.NexthopSet) {
+	w.rib.ForEach(func(p rib.Key, best rib.NexthopSet) {
 		if best.Has(u) {
 			w.ops = w.appendSync(w.ops, p, best)
 		}
@@ -533,7 +533,7 @@ func (w *Writer) via(u rib.Uplink, fam family) (Via, bool) {
 
 // appendSync appends the ops that make the kernel's route for p match
 // best (restricted to usable uplinks), if any are needed.
-func (w *Writer) appendSync(ops []Op, p netip.Prefix, best rib.NexthopSet) []Op {
+func (w *Writer) appendSync(ops []Op, p rib.Key, best rib.NexthopSet) []Op {
 	if _, ok := w.blackholes[p]; ok {
 		return ops
 	}
@@ -577,7 +577,7 @@ func (w *Writer) appendSync(ops []Op, p netip.Prefix, best rib.NexthopSet) []Op 
 
 // addKind replaces routes we own and only creates the others, so that a
 // route someone else installed with the same prefix and metric survives.
-func (w *Writer) addKind(p netip.Prefix) OpKind {
+func (w *Writer) addKind(p rib.Key) OpKind {
 	_, learned := w.installed[p]
 	_, blackhole := w.installedBlackholes[p]
 	_, adopted := w.adopted[p]
@@ -587,12 +587,12 @@ func (w *Writer) addKind(p netip.Prefix) OpKind {
 	return OpAdd
 }
 
-func (w *Writer) deleteOp(p netip.Prefix) Op {
-	return Op{Kind: OpDelete, Route: Route{Prefix: p, Metric: w.metric}}
+func (w *Writer) deleteOp(p rib.Key) Op {
+	return Op{Kind: OpDelete, Route: Route{Prefix: p.Prefix(), Metric: w.metric}}
 }
 
-func (w *Writer) blackholeOp(kind OpKind, p netip.Prefix) Op {
-	return Op{Kind: kind, Route: Route{Prefix: p, Metric: w.metric, Blackhole: true}}
+func (w *Writer) blackholeOp(kind OpKind, p rib.Key) Op {
+	return Op{Kind: kind, Route: Route{Prefix: p.Prefix(), Metric: w.metric, Blackhole: true}}
 }
 
 func nexthopOp(kind OpKind, nh *Nexthop) Op {
@@ -645,11 +645,11 @@ func (w *Writer) objectID(set rib.NexthopSet, fam family) uint32 {
 }
 
 // route is the kernel form of p's route for uplink set set.
-func (w *Writer) route(p netip.Prefix, set rib.NexthopSet) Route {
+func (w *Writer) route(p rib.Key, set rib.NexthopSet) Route {
 	if w.objects {
-		return Route{Prefix: p, Metric: w.metric, NexthopID: w.objectID(set, familyOf(p))}
+		return Route{Prefix: p.Prefix(), Metric: w.metric, NexthopID: w.objectID(set, familyOf(p))}
 	}
-	return Route{Prefix: p, Metric: w.metric, Via: w.vias(set, familyOf(p))}
+	return Route{Prefix: p.Prefix(), Metric: w.metric, Via: w.vias(set, familyOf(p))}
 }
 
 func (w *Writer) vias(set rib.NexthopSet, fam family) []Via {
@@ -744,7 +744,7 @@ func (w *Writer) record(op Op) {
 		w.recordNexthop(op)
 		return
 	}
-	p := op.Route.Prefix
+	p := rib.KeyOf(op.Route.Prefix)
 	delete(w.adopted, p)
 	switch {
 	case op.Kind == OpDelete && op.Route.Blackhole:
@@ -764,7 +764,7 @@ func (w *Writer) record(op Op) {
 }
 
 // unref drops p's reference to its group, if it had one.
-func (w *Writer) unref(p netip.Prefix) {
+func (w *Writer) unref(p rib.Key) {
 	if set, ok := w.installed[p]; ok {
 		if g := w.groups[groupKey{set, familyOf(p)}]; g != nil {
 			g.refs--

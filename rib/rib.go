@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 )
@@ -67,20 +66,74 @@ func (s NexthopSet) String() string {
 	return b.String()
 }
 
-// path is one uplink's offer for a prefix.
-type path struct {
-	uplink    Uplink
-	asPathLen uint8 // saturated at 255; longer paths are not realistic in a fabric
+// Key is a prefix in a form without pointers: netip.Addr carries one for
+// its zone, which would make the garbage collector scan maps of 100,000
+// prefixes on every cycle. Keys of the RIB and the FIB are Keys.
+type Key struct {
+	addr [16]byte
+	bits uint8
+	v6   bool
+}
+
+// KeyOf converts a prefix; the zone is dropped (prefixes have none).
+func KeyOf(p netip.Prefix) Key {
+	return Key{addr: p.Addr().As16(), bits: uint8(p.Bits()), v6: p.Addr().Is6()}
+}
+
+// Prefix converts back.
+func (k Key) Prefix() netip.Prefix {
+	a := netip.AddrFrom16(k.addr)
+	if !k.v6 {
+		a = a.Unmap()
+	}
+	return netip.PrefixFrom(a, int(k.bits))
+}
+
+// Is6 reports whether the key is an IPv6 prefix.
+func (k Key) Is6() bool { return k.v6 }
+
+func (k Key) family() int {
+	if k.v6 {
+		return 1
+	}
+	return 0
+}
+
+// entry is every uplink's offer for one prefix, in a fixed-size value (no
+// allocation per prefix, nothing for the garbage collector to follow).
+type entry struct {
+	offers NexthopSet // uplinks with a path
 	// stale paths are kept from a session that went down (graceful
 	// restart, or a link flap) until the peer resends them or the stale
 	// time ends; they are used for forwarding like the others.
-	stale bool
+	stale NexthopSet
+	// asPathLen per uplink, saturated at 255 (longer paths are not
+	// realistic in a fabric).
+	asPathLen [MaxUplinks]uint8
+}
+
+// best selects the uplinks whose paths have the shortest AS path. In an eBGP
+// fabric every other tie-breaker (local preference, MED between different
+// neighbour ASes) is either absent or must be ignored for ECMP across ToRs,
+// which is what multipath-relax means.
+func (e *entry) best() NexthopSet {
+	var set NexthopSet
+	shortest := 256
+	for _, u := range e.offers.Uplinks() {
+		switch l := int(e.asPathLen[u]); {
+		case l < shortest:
+			shortest, set = l, Of(u)
+		case l == shortest:
+			set |= Of(u)
+		}
+	}
+	return set
 }
 
 // Change is a prefix whose best nexthop set may have changed. An empty
 // Nexthops means the prefix has no path left and must leave the FIB.
 type Change struct {
-	Prefix   netip.Prefix
+	Key      Key
 	Nexthops NexthopSet
 }
 
@@ -88,19 +141,22 @@ type Change struct {
 // FIB writer drains it.
 type RIB struct {
 	mu     sync.Mutex
-	routes map[netip.Prefix][]path
+	routes map[Key]entry
 	// dirty collects prefixes touched since the last Drain. Coalescing here,
 	// rather than queueing every event, is what keeps a burst of 100k
 	// updates from building a backlog: a prefix updated twice is written once.
-	dirty  map[netip.Prefix]struct{}
+	dirty  map[Key]struct{}
 	notify chan struct{}
+	// offers counts, per family (0 IPv4, 1 IPv6) and uplink, the
+	// prefixes it offers a path for.
+	offers [2][MaxUplinks]int
 }
 
 // New returns an empty RIB.
 func New() *RIB {
 	return &RIB{
-		routes: make(map[netip.Prefix][]path),
-		dirty:  make(map[netip.Prefix]struct{}),
+		routes: make(map[Key]entry),
+		dirty:  make(map[Key]struct{}),
 		notify: make(chan struct{}, 1),
 	}
 }
@@ -109,8 +165,8 @@ func New() *RIB {
 // something to return.
 func (r *RIB) Changed() <-chan struct{} { return r.notify }
 
-func (r *RIB) markLocked(p netip.Prefix) {
-	r.dirty[p] = struct{}{}
+func (r *RIB) markLocked(k Key) {
+	r.dirty[k] = struct{}{}
 	select {
 	case r.notify <- struct{}{}:
 	default:
@@ -121,45 +177,44 @@ func (r *RIB) markLocked(p netip.Prefix) {
 // length, replacing its previous offer.
 func (r *RIB) Update(u Uplink, prefix netip.Prefix, asPathLen int) {
 	l := uint8(min(max(asPathLen, 0), 255))
+	k := KeyOf(prefix)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	paths := r.routes[prefix]
-	i := slices.IndexFunc(paths, func(p path) bool { return p.uplink == u })
-	if i >= 0 {
-		paths[i].stale = false
-		if paths[i].asPathLen == l {
-			return
-		}
-		paths[i].asPathLen = l
-	} else {
-		r.routes[prefix] = append(paths, path{uplink: u, asPathLen: l})
+	e := r.routes[k]
+	unchanged := e.offers.Has(u) && e.asPathLen[u] == l
+	if !e.offers.Has(u) {
+		r.offers[k.family()][u]++
 	}
-	r.markLocked(prefix)
+	e.offers |= Of(u)
+	e.stale &^= Of(u)
+	e.asPathLen[u] = l
+	r.routes[k] = e
+	if !unchanged {
+		r.markLocked(k)
+	}
 }
 
 // Withdraw removes uplink's offer for prefix.
 func (r *RIB) Withdraw(u Uplink, prefix netip.Prefix) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.withdrawLocked(u, prefix)
+	r.withdrawLocked(u, KeyOf(prefix))
 }
 
-func (r *RIB) withdrawLocked(u Uplink, prefix netip.Prefix) {
-	paths, ok := r.routes[prefix]
-	if !ok {
+func (r *RIB) withdrawLocked(u Uplink, k Key) {
+	e, ok := r.routes[k]
+	if !ok || !e.offers.Has(u) {
 		return
 	}
-	i := slices.IndexFunc(paths, func(p path) bool { return p.uplink == u })
-	if i < 0 {
-		return
-	}
-	paths = slices.Delete(paths, i, i+1)
-	if len(paths) == 0 {
-		delete(r.routes, prefix)
+	e.offers &^= Of(u)
+	e.stale &^= Of(u)
+	r.offers[k.family()][u]--
+	if e.offers == 0 {
+		delete(r.routes, k)
 	} else {
-		r.routes[prefix] = paths
+		r.routes[k] = e
 	}
-	r.markLocked(prefix)
+	r.markLocked(k)
 }
 
 // DropUplink removes every offer of uplink, as when its session goes down.
@@ -168,9 +223,9 @@ func (r *RIB) DropUplink(u Uplink) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for prefix, paths := range r.routes {
-		if slices.ContainsFunc(paths, func(p path) bool { return p.uplink == u }) {
-			r.withdrawLocked(u, prefix)
+	for k, e := range r.routes {
+		if e.offers.Has(u) {
+			r.withdrawLocked(u, k)
 			n++
 		}
 	}
@@ -183,12 +238,11 @@ func (r *RIB) MarkStale(u Uplink) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for _, paths := range r.routes {
-		for i := range paths {
-			if paths[i].uplink == u {
-				paths[i].stale = true
-				n++
-			}
+	for k, e := range r.routes {
+		if e.offers.Has(u) {
+			e.stale |= Of(u)
+			r.routes[k] = e
+			n++
 		}
 	}
 	return n
@@ -202,12 +256,12 @@ func (r *RIB) SweepStale(u Uplink, family int) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for prefix, paths := range r.routes {
-		if family == 4 && !prefix.Addr().Is4() || family == 6 && !prefix.Addr().Is6() {
+	for k, e := range r.routes {
+		if family == 4 && k.v6 || family == 6 && !k.v6 {
 			continue
 		}
-		if slices.ContainsFunc(paths, func(p path) bool { return p.uplink == u && p.stale }) {
-			r.withdrawLocked(u, prefix)
+		if e.stale.Has(u) {
+			r.withdrawLocked(u, k)
 			n++
 		}
 	}
@@ -220,8 +274,9 @@ func (r *RIB) SweepStale(u Uplink, family int) int {
 func (r *RIB) Drain(buf []Change) []Change {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for prefix := range r.dirty {
-		buf = append(buf, Change{Prefix: prefix, Nexthops: best(r.routes[prefix])})
+	for k := range r.dirty {
+		e := r.routes[k]
+		buf = append(buf, Change{Key: k, Nexthops: e.best()})
 	}
 	clear(r.dirty)
 	return buf
@@ -229,18 +284,32 @@ func (r *RIB) Drain(buf []Change) []Change {
 
 // Best returns the nexthop set currently chosen for prefix.
 func (r *RIB) Best(prefix netip.Prefix) NexthopSet {
+	return r.BestKey(KeyOf(prefix))
+}
+
+// BestKey is Best for a Key.
+func (r *RIB) BestKey(k Key) NexthopSet {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return best(r.routes[prefix])
+	e := r.routes[k]
+	return e.best()
+}
+
+// Offers returns the uplinks that offer a path to prefix (the accepted
+// ones: a filtered or looped path never enters the RIB).
+func (r *RIB) Offers(prefix netip.Prefix) NexthopSet {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.routes[KeyOf(prefix)].offers
 }
 
 // ForEach calls fn with every prefix and its best nexthop set. fn must not
 // call back into the RIB.
-func (r *RIB) ForEach(fn func(netip.Prefix, NexthopSet)) {
+func (r *RIB) ForEach(fn func(Key, NexthopSet)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for prefix, paths := range r.routes {
-		fn(prefix, best(paths))
+	for k, e := range r.routes {
+		fn(k, e.best())
 	}
 }
 
@@ -258,34 +327,13 @@ func (r *RIB) Len() int {
 	return len(r.routes)
 }
 
-// CountFrom is the number of prefixes uplink offers a path for.
-func (r *RIB) CountFrom(u Uplink) int {
+// CountFrom is the number of IPv4 (or with v6, IPv6) prefixes uplink
+// offers a path for.
+func (r *RIB) CountFrom(u Uplink, v6 bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for _, paths := range r.routes {
-		if slices.ContainsFunc(paths, func(p path) bool { return p.uplink == u }) {
-			n++
-		}
+	if v6 {
+		return r.offers[1][u]
 	}
-	return n
-}
-
-// best selects the uplinks whose paths have the shortest AS path. In an eBGP
-// fabric every other tie-breaker (local preference, MED between different
-// neighbour ASes) is either absent or must be ignored for ECMP across ToRs,
-// which is what multipath-relax means.
-func best(paths []path) NexthopSet {
-	var set NexthopSet
-	shortest := uint8(255)
-	for _, p := range paths {
-		switch {
-		case p.asPathLen < shortest:
-			shortest = p.asPathLen
-			set = Of(p.uplink)
-		case p.asPathLen == shortest:
-			set |= Of(p.uplink)
-		}
-	}
-	return set
+	return r.offers[0][u]
 }

@@ -14,7 +14,7 @@ var (
 func drain(r *RIB) map[netip.Prefix]NexthopSet {
 	out := map[netip.Prefix]NexthopSet{}
 	for _, c := range r.Drain(nil) {
-		out[c.Prefix] = c.Nexthops
+		out[c.Key.Prefix()] = c.Nexthops
 	}
 	return out
 }
@@ -97,8 +97,20 @@ func TestDropUplinkReportsAffected(t *testing.T) {
 	if got[p1] != Of(0) || got[p2] != 0 {
 		t.Fatalf("after drop: %v", got)
 	}
-	if r.CountFrom(0) != 1 || r.CountFrom(1) != 0 {
-		t.Fatalf("CountFrom = %d %d", r.CountFrom(0), r.CountFrom(1))
+	if r.CountFrom(0, false) != 1 || r.CountFrom(1, false) != 0 {
+		t.Fatalf("CountFrom = %d %d", r.CountFrom(0, false), r.CountFrom(1, false))
+	}
+}
+
+func TestKeyRoundTrip(t *testing.T) {
+	for _, s := range []string{"2.2.2.2/32", "10.1.8.192/26", "0.0.0.0/0", "fd00::1/128", "2001:db8::/32", "::ffff:1.2.3.4/128", "::/0"} {
+		p := netip.MustParsePrefix(s)
+		if got := KeyOf(p).Prefix(); got != p {
+			t.Errorf("KeyOf(%s).Prefix() = %s", p, got)
+		}
+	}
+	if KeyOf(netip.MustParsePrefix("1.2.3.4/32")) == KeyOf(netip.MustParsePrefix("::ffff:1.2.3.4/32")) {
+		t.Error("IPv4 and IPv4-mapped IPv6 prefixes share a key")
 	}
 }
 
