@@ -106,6 +106,7 @@ type peerState struct {
 	// it keeps forwarding IPv4 while it restarts (the F bit), so its
 	// routes may be kept as stale when its session ends that way.
 	preservesForwarding bool
+	lastState           gobgp.FSMState
 }
 
 // New returns a speaker; Start runs it.
@@ -168,8 +169,11 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 		return err
 	}
 	close(ready)
-	// Re-creations waiting for their time, by interface.
+	// Re-creations waiting for their time, by interface, and when each
+	// interface's last one ran: at most one a second, so that a peer that
+	// keeps failing cannot make it spin.
 	pending := map[string]time.Time{}
+	last := map[string]time.Time{}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -197,6 +201,9 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 				continue
 			}
 			at := time.Now().Add(r.after)
+			if earliest := last[r.iface].Add(time.Second); at.Before(earliest) {
+				at = earliest
+			}
 			if old, ok := pending[r.iface]; !ok || at.After(old) {
 				pending[r.iface] = at
 			}
@@ -204,6 +211,7 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 			for iface, at := range pending {
 				if !now.Before(at) {
 					delete(pending, iface)
+					last[iface] = now
 					s.rearm(ctx, iface)
 				}
 			}
@@ -547,8 +555,14 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 		s.mu.Unlock()
 		return
 	}
-	established := ev.Peer.State.SessionState == gobgp.BGP_FSM_ESTABLISHED
+	state := ev.Peer.State.SessionState
+	established := state == gobgp.BGP_FSM_ESTABLISHED
 	wasAccepted := st.accepted
+	// A session that fails while opening (a connection collision with the
+	// ToR, which connects the moment it hears our RA) leaves GoBGP idle
+	// for 5 s, refusing the ToR meanwhile.
+	failedOpening := state == gobgp.BGP_FSM_IDLE && (st.lastState == gobgp.BGP_FSM_OPENSENT || st.lastState == gobgp.BGP_FSM_OPENCONFIRM)
+	st.lastState = state
 	remoteAS := ev.Peer.State.PeerASN
 	var refuse string
 	if established {
@@ -575,6 +589,9 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 		case s.rearms <- rearmRequest{iface: iface, reset: refuse, addr: addr}:
 		default:
 		}
+	case failedOpening:
+		s.log.Info("BGP session failed while opening; re-creating the peer", "interface", iface, "reason", ev.Peer.State.DisconnectMessage)
+		s.requestRearm(iface, 0)
 	case established && !wasAccepted:
 		s.log.Info("BGP session established", "interface", iface, "peer", addr, "remote_as", remoteAS, "router_id", ev.Peer.State.RouterID)
 		s.handler.SessionUp(id)
