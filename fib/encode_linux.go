@@ -61,7 +61,7 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 		unix.RT_TABLE_MAIN, ProtoBGP, scope, rtType)
 	b = binary.NativeEndian.AppendUint32(b, rtFlags)
 
-	b = appendAttr(b, unix.RTA_DST, r.Prefix.Addr().AsSlice())
+	b = appendAddrAttr(b, unix.RTA_DST, r.Prefix.Addr())
 	b = appendAttrU32(b, unix.RTA_PRIORITY, r.Metric)
 
 	switch {
@@ -69,7 +69,7 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 	case r.NexthopID != 0:
 		b = appendAttrU32(b, rtaNHID, r.NexthopID)
 	case len(r.Via) == 1:
-		b = appendAttr(b, unix.RTA_GATEWAY, r.Via[0].Gateway.AsSlice())
+		b = appendAddrAttr(b, unix.RTA_GATEWAY, r.Via[0].Gateway)
 		b = appendAttrU32(b, unix.RTA_OIF, uint32(r.Via[0].Ifindex))
 	default:
 		// RTA_MULTIPATH: a struct rtnexthop per hop, each followed by its
@@ -88,7 +88,7 @@ func appendRouteMsg(b []byte, op Op, seq uint32, flags int) []byte {
 			b = binary.NativeEndian.AppendUint16(b, uint16(hopLen))
 			b = append(b, hopFlags, 0)
 			b = binary.NativeEndian.AppendUint32(b, uint32(v.Ifindex))
-			b = appendAttr(b, unix.RTA_GATEWAY, v.Gateway.AsSlice())
+			b = appendAddrAttr(b, unix.RTA_GATEWAY, v.Gateway)
 		}
 	}
 	return finishMsg(b, start)
@@ -129,7 +129,7 @@ func appendNexthopMsg(b []byte, op Op, seq uint32, flags int) []byte {
 			}
 		} else {
 			b = appendAttrU32(b, unix.NHA_OIF, uint32(nh.Via.Ifindex))
-			b = appendAttr(b, unix.NHA_GATEWAY, nh.Via.Gateway.AsSlice())
+			b = appendAddrAttr(b, unix.NHA_GATEWAY, nh.Via.Gateway)
 		}
 	}
 	return finishMsg(b, start)
@@ -185,6 +185,17 @@ func appendAttr(b []byte, typ uint16, data []byte) []byte {
 		b = append(b, 0)
 	}
 	return b
+}
+
+// appendAddrAttr appends an address attribute without allocating (the hot
+// path encodes one per route).
+func appendAddrAttr(b []byte, typ uint16, a netip.Addr) []byte {
+	if a.Is4() {
+		v := a.As4()
+		return appendAttr(b, typ, v[:])
+	}
+	v := a.As16()
+	return appendAttr(b, typ, v[:])
 }
 
 func appendAttrU32(b []byte, typ uint16, v uint32) []byte {

@@ -549,7 +549,7 @@ func (w *Writer) appendSync(ops []Op, p rib.Key, best rib.NexthopSet) []Op {
 		if ok && have == want {
 			return ops
 		}
-		return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, want), nexthops: want})
+		return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, want), nexthops: want, key: p})
 	}
 	// With objects the route names the whole best set; which of its
 	// uplinks are usable is the object's business.
@@ -572,7 +572,7 @@ func (w *Writer) appendSync(ops []Op, p rib.Key, best rib.NexthopSet) []Op {
 			ops = append(ops, w.groupOp(OpReplace, k))
 		}
 	}
-	return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, best), nexthops: best})
+	return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, best), nexthops: best, key: p})
 }
 
 // addKind replaces routes we own and only creates the others, so that a
@@ -588,11 +588,11 @@ func (w *Writer) addKind(p rib.Key) OpKind {
 }
 
 func (w *Writer) deleteOp(p rib.Key) Op {
-	return Op{Kind: OpDelete, Route: Route{Prefix: p.Prefix(), Metric: w.metric}}
+	return Op{Kind: OpDelete, Route: Route{Prefix: p.Prefix(), Metric: w.metric}, key: p}
 }
 
 func (w *Writer) blackholeOp(kind OpKind, p rib.Key) Op {
-	return Op{Kind: kind, Route: Route{Prefix: p.Prefix(), Metric: w.metric, Blackhole: true}}
+	return Op{Kind: kind, Route: Route{Prefix: p.Prefix(), Metric: w.metric, Blackhole: true}, key: p}
 }
 
 func nexthopOp(kind OpKind, nh *Nexthop) Op {
@@ -639,7 +639,7 @@ func decodeID(id uint32) (set rib.NexthopSet, fam family, isGroup bool, u rib.Up
 
 func (w *Writer) objectID(set rib.NexthopSet, fam family) uint32 {
 	if set.Len() == 1 {
-		return nexthopID(set.Uplinks()[0], fam)
+		return nexthopID(set.First(), fam)
 	}
 	return groupID(set, fam)
 }
@@ -744,7 +744,7 @@ func (w *Writer) record(op Op) {
 		w.recordNexthop(op)
 		return
 	}
-	p := rib.KeyOf(op.Route.Prefix)
+	p := op.key
 	delete(w.adopted, p)
 	switch {
 	case op.Kind == OpDelete && op.Route.Blackhole:

@@ -106,9 +106,10 @@ type Op struct {
 	Kind    OpKind
 	Route   Route
 	Nexthop *Nexthop
-	// nexthops is the Writer's bookkeeping of which uplinks Route uses;
-	// kernels ignore it.
+	// nexthops and key are the Writer's bookkeeping: which uplinks Route
+	// uses, and its prefix as a map key. Kernels ignore them.
 	nexthops rib.NexthopSet
+	key      rib.Key
 }
 
 func (o Op) target() string {

@@ -44,6 +44,9 @@ func (s NexthopSet) Has(u Uplink) bool { return s&(1<<u) != 0 }
 // Len is the number of uplinks in the set.
 func (s NexthopSet) Len() int { return bits.OnesCount64(uint64(s)) }
 
+// First is the lowest uplink in the set (0 for the empty set).
+func (s NexthopSet) First() Uplink { return Uplink(bits.TrailingZeros64(uint64(s)) % 64) }
+
 // Uplinks lists the set's members in ascending order.
 func (s NexthopSet) Uplinks() []Uplink {
 	out := make([]Uplink, 0, s.Len())
@@ -119,7 +122,8 @@ type entry struct {
 func (e *entry) best() NexthopSet {
 	var set NexthopSet
 	shortest := 256
-	for _, u := range e.offers.Uplinks() {
+	for v := uint64(e.offers); v != 0; v &= v - 1 {
+		u := Uplink(bits.TrailingZeros64(v))
 		switch l := int(e.asPathLen[u]); {
 		case l < shortest:
 			shortest, set = l, Of(u)
