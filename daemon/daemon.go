@@ -26,12 +26,6 @@ import (
 	"github.com/fabricd/fabricd/unnumbered"
 )
 
-// StaleTime bounds how long stale routes are kept when the peers do not
-// send End-of-RIB: routes left by an earlier run, and the paths of a
-// session that went down gracefully or because its link flapped. It is
-// FRR's default graceful-restart restart time.
-const StaleTime = 120 * time.Second
-
 // Options are what the command hands the daemon.
 type Options struct {
 	Config *config.Config
@@ -479,7 +473,9 @@ func (d *Daemon) control(ctx context.Context, haveStale bool) error {
 	// each uplink's stale paths.
 	var adoptedUntil time.Time
 	if haveStale {
-		adoptedUntil = time.Now().Add(StaleTime)
+		// Stale routes (here the earlier run's, below a session's) are
+		// kept at most the restart time when End-of-RIB does not come.
+		adoptedUntil = time.Now().Add(d.config().BGP.RestartTime)
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -638,7 +634,7 @@ func (d *Daemon) onSession(ev sessionEvent) {
 	case sessionDown:
 		u.established, u.eor = false, false
 		if ev.stale {
-			u.staleUntil = time.Now().Add(StaleTime)
+			u.staleUntil = time.Now().Add(d.cfg.BGP.RestartTime)
 		}
 	case endOfRIB:
 		u.eor = true
