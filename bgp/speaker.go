@@ -107,6 +107,7 @@ type peerState struct {
 	// routes may be kept as stale when its session ends that way.
 	preservesForwarding bool
 	lastState           gobgp.FSMState
+	stateSince          time.Time
 }
 
 // New returns a speaker; Start runs it.
@@ -176,6 +177,8 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 	last := map[string]time.Time{}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	stuck := time.NewTicker(time.Second)
+	defer stuck.Stop()
 	for {
 		var next time.Time
 		for _, at := range pending {
@@ -207,6 +210,10 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 			if old, ok := pending[r.iface]; !ok || at.After(old) {
 				pending[r.iface] = at
 			}
+		case <-stuck.C:
+			for _, iface := range s.stuckOpening() {
+				s.requestRearm(iface, 0)
+			}
 		case now := <-timer.C:
 			for iface, at := range pending {
 				if !now.Before(at) {
@@ -217,6 +224,25 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 			}
 		}
 	}
+}
+
+// stuckOpening lists the peers that have been opening (OpenSent,
+// OpenConfirm) for longer than the hold time. GoBGP gives them its OPEN
+// hold time of 240 s; a session whose connection died unnoticed meanwhile
+// (with TTL security, a reset sent with a low TTL is dropped by our own
+// minimum-TTL check) would sit there that long.
+func (s *Speaker) stuckOpening() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for iface, st := range s.peers {
+		opening := st.lastState == gobgp.BGP_FSM_OPENSENT || st.lastState == gobgp.BGP_FSM_OPENCONFIRM
+		if opening && time.Since(st.stateSince) > s.cfg.HoldTime {
+			s.log.Warn("BGP session stuck while opening; re-creating the peer", "interface", iface, "state", st.lastState)
+			out = append(out, iface)
+		}
+	}
+	return out
 }
 
 // rearmRequest asks Run to re-create iface's GoBGP peer after a delay, or
@@ -562,7 +588,9 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 	// ToR, which connects the moment it hears our RA) leaves GoBGP idle
 	// for 5 s, refusing the ToR meanwhile.
 	failedOpening := state == gobgp.BGP_FSM_IDLE && (st.lastState == gobgp.BGP_FSM_OPENSENT || st.lastState == gobgp.BGP_FSM_OPENCONFIRM)
-	st.lastState = state
+	if state != st.lastState {
+		st.lastState, st.stateSince = state, time.Now()
+	}
 	remoteAS := ev.Peer.State.PeerASN
 	var refuse string
 	if established {

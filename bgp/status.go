@@ -27,8 +27,6 @@ type PeerStatus struct {
 	MsgSent   uint64
 	OutQ      uint32
 	InQ       uint32
-	PfxRcd    uint64
-	PfxSnt    uint64
 	LastReset string
 }
 
@@ -42,7 +40,10 @@ func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
 	s.mu.RUnlock()
 
 	out := make(map[string]PeerStatus, len(byAddr))
-	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+	// Not EnableAdvertised: it walks the whole table on every call (12
+	// MiB of garbage per call at 100,000 prefixes), and what fabricd
+	// advertises is its own announcements, which the daemon counts.
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
 		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
 		if err != nil {
 			return
@@ -70,12 +71,6 @@ func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
 			ps.Since = timers.GetUptime().AsTime()
 		} else if d := timers.GetDowntime(); d != nil && d.GetSeconds() > 0 {
 			ps.Since = d.AsTime()
-		}
-		for _, af := range p.GetAfiSafis() {
-			if af.GetConfig().GetFamily().GetAfi() == api.Family_AFI_IP {
-				ps.PfxRcd += af.GetState().GetAccepted()
-				ps.PfxSnt += af.GetState().GetAdvertised()
-			}
 		}
 		out[peer.Interface()] = ps
 	})

@@ -89,6 +89,20 @@ func (d *Daemon) syncAnnouncements(ctx context.Context) ([]string, error) {
 	return changes, errors.Join(errs...)
 }
 
+// announcedCount is the number of IPv4 (or with v6, IPv6) prefixes
+// fabricd originates.
+func (d *Daemon) announcedCount(v6 bool) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for p := range d.announced {
+		if p.Addr().Is6() == v6 {
+			n++
+		}
+	}
+	return n
+}
+
 // announcementSource says where a locally originated prefix comes from.
 func (d *Daemon) announcementSource(p netip.Prefix) string {
 	d.mu.Lock()

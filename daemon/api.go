@@ -62,7 +62,11 @@ func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryReque
 			p.State = ps.State
 			p.MsgRcvd, p.MsgSent = ps.MsgRcvd, ps.MsgSent
 			p.Outq, p.Inq = ps.OutQ, ps.InQ
-			p.PfxRcd, p.PfxSnt = uint64(d.rib.CountFrom(u.id, false)), ps.PfxSnt
+			p.PfxRcd = uint64(d.rib.CountFrom(u.id, false))
+			if ps.State == "Established" {
+				// Every peer gets exactly fabricd's own IPv4 announcements.
+				p.PfxSnt = uint64(d.announcedCount(false))
+			}
 			p.LastReset = ps.LastReset
 			if !ps.Since.IsZero() {
 				p.EverUp = true
