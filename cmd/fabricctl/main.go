@@ -4,7 +4,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -94,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if asJSON {
-		out, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(msg)
+		out, err := marshalJSON(msg)
 		if err != nil {
 			fmt.Fprintf(stderr, "fabricctl: encoding JSON: %v\n", err)
 			return 1
@@ -104,6 +106,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	render(stdout)
 	return 0
+}
+
+// marshalJSON renders msg as indented JSON. protojson varies its
+// whitespace from build to build on purpose; re-indenting makes the output
+// stable for scripts that compare or grep it.
+func marshalJSON(msg proto.Message) ([]byte, error) {
+	compact, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, compact, "", "  "); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 // reachable turns the usual reasons a socket cannot be used into one
