@@ -43,20 +43,13 @@ type Handler interface {
 	EndOfRIB(id int, family int)
 }
 
-// Config is the speaker's global configuration.
+// Config is the speaker's global configuration: identity, and the [bgp]
+// section (timers, port, graceful restart).
 type Config struct {
-	ASN          uint32
-	RouterID     netip.Addr
-	ListenPort   int
-	HoldTime     time.Duration
-	Keepalive    time.Duration
-	ConnectRetry time.Duration
-	// GracefulRestart advertises RFC 4724 graceful restart with
-	// RestartTime, so peers keep fabricd's routes while it restarts, and
-	// makes fabricd keep theirs while they do.
-	GracefulRestart bool
-	RestartTime     time.Duration
-	Logger          *slog.Logger
+	ASN      uint32
+	RouterID netip.Addr
+	config.BGP
+	Logger *slog.Logger
 }
 
 // Peer is an unnumbered neighbor as discovered on its uplink.

@@ -160,15 +160,10 @@ func New(opts Options) *Daemon {
 		Logger:         log.With("component", "fib"),
 	})
 	d.speaker = bgp.New(bgp.Config{
-		ASN:             cfg.ASN,
-		RouterID:        cfg.RouterID,
-		ListenPort:      cfg.BGP.ListenPort,
-		HoldTime:        cfg.BGP.HoldTime,
-		Keepalive:       cfg.BGP.Keepalive,
-		ConnectRetry:    cfg.BGP.ConnectRetry,
-		GracefulRestart: cfg.BGP.GracefulRestart,
-		RestartTime:     cfg.BGP.RestartTime,
-		Logger:          log,
+		ASN:      cfg.ASN,
+		RouterID: cfg.RouterID,
+		BGP:      cfg.BGP,
+		Logger:   log,
 	}, (*bgpHandler)(d))
 	return d
 }
