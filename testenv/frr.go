@@ -127,10 +127,6 @@ func (f *frrInstance) stop(sig os.Signal) error {
 	return errors.Join(errs...)
 }
 
-func (f *frrInstance) running() bool {
-	return len(f.procs) > 0 && !slices.ContainsFunc(f.procs, func(d *daemon) bool { return !d.running() })
-}
-
 // checkAlive reports a daemon that has exited on its own.
 func (f *frrInstance) checkAlive() error {
 	if len(f.procs) == 0 {
