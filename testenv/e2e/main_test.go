@@ -49,8 +49,17 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	for _, cmd := range []string{"fabricd", "fabricctl"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "github.com/fabricd/fabricd/cmd/"+cmd)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		args := []string{"build", "-o", filepath.Join(dir, cmd)}
+		env := append(os.Environ(), "CGO_ENABLED=0")
+		if os.Getenv("FABRICD_E2E_RACE") != "" {
+			// The daemons under the race detector: slower, but any data
+			// race between GoBGP's callbacks, the control loop, the API
+			// and the FIB writer fails the run.
+			args = append(args, "-race")
+			env = append(os.Environ(), "CGO_ENABLED=1", "GORACE=halt_on_error=1")
+		}
+		build := exec.Command("go", append(args, "github.com/fabricd/fabricd/cmd/"+cmd)...)
+		build.Env = env
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", cmd, err, out)
 			return 1
