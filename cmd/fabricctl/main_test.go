@@ -50,8 +50,8 @@ Total number of neighbors 2
 
 func TestFormatUptime(t *testing.T) {
 	for d, want := range map[time.Duration]string{
-		83 * time.Second:                          "00:01:23",
-		26*time.Hour + 3*time.Minute:              "1d02h03m",
+		83 * time.Second:                           "00:01:23",
+		26*time.Hour + 3*time.Minute:               "1d02h03m",
 		9*24*time.Hour + 3*time.Hour + time.Minute: "01w2d03h",
 	} {
 		if got := formatUptime(d); got != want {
