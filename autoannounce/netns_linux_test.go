@@ -3,7 +3,6 @@
 package autoannounce
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -102,30 +100,12 @@ func with(set []Announcement, as ...Announcement) []Announcement {
 	return out
 }
 
-// runWatcher runs w until stop is called or the test ends (before the
-// namespaces go: cleanups run last first), and checks how Run ends.
-func runWatcher(t *testing.T, w *Watcher) (<-chan []Announcement, func()) {
+// runNamespaceWatcher runs w (see runWatcher) with a channel of its own
+// for the updates.
+func runNamespaceWatcher(t *testing.T, w *Watcher) (<-chan []Announcement, func()) {
 	t.Helper()
 	updates := make(chan []Announcement, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, updates) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Error("Run did not return within 5 s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return updates, stop
+	return updates, runWatcher(t, w, updates)
 }
 
 func TestKernelNamespace(t *testing.T) {
@@ -187,7 +167,7 @@ func TestKernelNamespace(t *testing.T) {
 	}
 	w := newWatcher(cfg, netlinkSource{ns: handle})
 	started := time.Now()
-	updates, stop := runWatcher(t, w)
+	updates, stop := runNamespaceWatcher(t, w)
 
 	timing := func(what string, d time.Duration) { t.Logf("TIMING %-55s %v", what, d.Round(100*time.Microsecond)) }
 	// The hold-down with the settle time and scheduling on top.
@@ -315,7 +295,7 @@ func TestKernelNamespace(t *testing.T) {
 	// has nothing new to say.
 	w2 := newWatcher(newCfg, netlinkSource{ns: handle})
 	w2.resync = 100 * time.Millisecond
-	updates2, stop2 := runWatcher(t, w2)
+	updates2, stop2 := runNamespaceWatcher(t, w2)
 	waitSet(t, updates2, time.Now(), "second watcher", want, nil)
 	select {
 	case set := <-updates2:

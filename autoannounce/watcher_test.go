@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -56,21 +57,34 @@ func startWatcher(t *testing.T, cfg Config, src source, updates chan []Announcem
 	t.Helper()
 	cfg.Logger = quiet
 	w := newWatcher(cfg, src)
+	runWatcher(t, w, updates)
+	return w
+}
+
+// runWatcher runs w until stop is called or the test ends (cleanups run
+// last first, so before anything registered earlier goes), and checks
+// that Run returns nil within 5 s of being cancelled.
+func runWatcher(t *testing.T, w *Watcher, updates chan []Announcement) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, updates) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("Run did not return within 5 s of cancel")
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	return w
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func recv(t *testing.T, updates <-chan []Announcement) []Announcement {

@@ -389,16 +389,6 @@ func (r *Router) Log() string {
 	return r.frr.log()
 }
 
-// stopAll is Close's part: only a daemon that cannot be stopped is an error.
-func (r *Router) stopAll() error {
-	err := r.Stop(syscall.SIGTERM)
-	if err != nil && !errors.Is(err, errStuck) {
-		r.lab.logf("testenv: %v", err)
-		return nil
-	}
-	return err
-}
-
 func (l *Lab) startToRs(ctx context.Context) error {
 	for _, r := range l.tors {
 		if err := l.makeRunDir(r.Namespace()); err != nil {

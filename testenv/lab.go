@@ -42,6 +42,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -434,6 +435,18 @@ func pickPrefix() (string, error) {
 	return "", errors.New("testenv: no free namespace prefix found")
 }
 
+// stopForTeardown stops a node's daemons with SIGTERM for Close. Only a
+// daemon that cannot be stopped is an error; one that exits unhappily is
+// logged, since teardown must go on.
+func (l *Lab) stopForTeardown(stop func(os.Signal) error) error {
+	err := stop(syscall.SIGTERM)
+	if err != nil && !errors.Is(err, errStuck) {
+		l.logf("testenv: %v", err)
+		return nil
+	}
+	return err
+}
+
 // Close stops every process the lab started, deletes its namespaces and FRR run
 // directories, and removes Dir unless KeepLogs is set. It is idempotent; later calls
 // return nil. Exit statuses of the daemons are not errors here (see Server.Stop).
@@ -453,12 +466,12 @@ func (l *Lab) Close() error {
 	var errs []error
 	// Servers first: their daemons then see the ToR go away last, as in a drain.
 	for _, s := range l.servers {
-		if err := s.stopAll(); err != nil {
+		if err := l.stopForTeardown(s.Stop); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, r := range l.tors {
-		if err := r.stopAll(); err != nil {
+		if err := l.stopForTeardown(r.Stop); err != nil {
 			errs = append(errs, err)
 		}
 	}

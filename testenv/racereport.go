@@ -43,8 +43,8 @@ func (r RaceReport) KnownUpstream() string {
 }
 
 // accessHeader matches the line that opens each side of a race report:
-// "Read at 0x... by goroutine 7:", "Previous write at 0x... by main goroutine:".
-var accessHeader = regexp.MustCompile(`^(Previous )?(read|write|Read|Write|atomic read|atomic write|Atomic read|Atomic write) at 0x[0-9a-f]+ by `)
+// "Read at 0x... by goroutine 7:", "Previous atomic write at 0x... by main goroutine:".
+var accessHeader = regexp.MustCompile(`(?i)^(previous )?(atomic )?(read|write) at 0x[0-9a-f]+ by `)
 
 const raceBanner = "WARNING: DATA RACE"
 

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // Server is one server of the fabric: its namespace, uplinks and pods, and the daemon(s)
@@ -297,16 +296,6 @@ func (s *Server) checkAlive() error {
 		return fmt.Errorf("%s: %w\n--- %s ---\n%s", s.spec.Name, err, filepath.Base(s.LogPath()), tail(readFrom(s.LogPath(), 0), 20))
 	}
 	return nil
-}
-
-// stopAll is Close's part: only a daemon that cannot be stopped is an error.
-func (s *Server) stopAll() error {
-	err := s.Stop(syscall.SIGTERM)
-	if err != nil && !errors.Is(err, errStuck) {
-		s.lab.logf("testenv: %v", err)
-		return nil
-	}
-	return err
 }
 
 // Pod returns pod i (0-based), or nil.
