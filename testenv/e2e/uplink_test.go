@@ -1,0 +1,334 @@
+package e2e
+
+// The uplink state machine under the timings real links produce: bursts
+// of carrier flaps, a ToR whose ports all come back at once, a ToR whose
+// BGP restarts. These reproduce what operators saw (issue 11) and hold
+// fabricd to the rule that an uplink carries traffic only when the ToR
+// behind it can forward.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fabricd/fabricd/testenv"
+)
+
+var (
+	leafOnce sync.Once
+	leaf     *testenv.Lab
+	leafErr  error
+)
+
+// leafServers are four servers, so that a ToR event touches several
+// sessions at once as it does in a rack.
+func leafServers() []testenv.ServerSpec {
+	servers := testenv.SeedServers()
+	return append(servers, testenv.ServerSpec{
+		Name:     "c4",
+		ASN:      65006,
+		Loopback: netip.MustParsePrefix("6.6.6.6/32"),
+		Block:    netip.MustParsePrefix("10.1.99.64/26"),
+		Pods:     []netip.Addr{netip.MustParseAddr("10.1.99.66")},
+	})
+}
+
+// leafLab is a shared leaf pair: four servers, each with ens3 to tor and
+// ens4 to tor2. Each server hashes ECMP with its own seed, so that flows
+// between servers really spread over both ToRs.
+func leafLab(t *testing.T) *testenv.Lab {
+	t.Helper()
+	if r := skipReason(); r != "" {
+		t.Skip(r)
+	}
+	leafOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		leaf, leafErr = testenv.New(ctx, testenv.Options{
+			Role:          testenv.RoleFabricd,
+			FabricdBinary: bin("fabricd"),
+			ToRs:          2,
+			Servers:       leafServers(),
+			Logf:          func(f string, a ...any) { fmt.Printf("leaf lab: "+f+"\n", a...) },
+		})
+		if leafErr != nil {
+			return
+		}
+		registerClose(leaf)
+		for i, s := range leaf.Servers() {
+			if _, leafErr = s.Exec(ctx, "sysctl", "-qw", fmt.Sprintf("net.ipv4.fib_multipath_hash_seed=%d", 1000+i*7919)); leafErr != nil {
+				return
+			}
+		}
+		if leafErr = leaf.StartServers(ctx); leafErr != nil {
+			return
+		}
+		leafErr = leaf.WaitConverged(ctx, 30*time.Second)
+	})
+	if leafErr != nil {
+		if leaf != nil {
+			dumpLogs(t, leaf)
+		}
+		t.Fatalf("leaf lab: %v", leafErr)
+	}
+	return leaf
+}
+
+// flood pings every 10 ms from every server's loopback to every other
+// server's loopback while it runs.
+type flood struct {
+	mu    sync.Mutex
+	procs []*floodProc
+}
+
+type floodProc struct {
+	name string
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+}
+
+func startFlood(ctx context.Context, t *testing.T, lab *testenv.Lab) *flood {
+	t.Helper()
+	f := &flood{}
+	for _, from := range lab.Servers() {
+		for _, to := range lab.Servers() {
+			if from == to {
+				continue
+			}
+			src, dst := from.Spec().Loopback.Addr().String(), to.Spec().Loopback.Addr().String()
+			p := &floodProc{name: from.Name() + "->" + to.Name()}
+			p.cmd = exec.CommandContext(ctx, "ip", "netns", "exec", from.Namespace(), "ping", "-q", "-i", "0.01", "-W", "1", "-I", src, dst)
+			p.cmd.Stdout = &p.out
+			if err := p.cmd.Start(); err != nil {
+				f.stop()
+				t.Fatal(err)
+			}
+			f.procs = append(f.procs, p)
+		}
+	}
+	t.Cleanup(func() { f.stop() })
+	return f
+}
+
+var pingSummaryRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// stop ends the flood and returns the packets sent and lost per flow.
+func (f *flood) stop() (sent int, lost map[string]int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	lost = map[string]int{}
+	for _, p := range f.procs {
+		p.cmd.Process.Signal(os.Interrupt)
+		p.cmd.Wait()
+		m := pingSummaryRE.FindStringSubmatch(p.out.String())
+		if m == nil {
+			continue
+		}
+		s, _ := strconv.Atoi(m[1])
+		r, _ := strconv.Atoi(m[2])
+		sent += s
+		if s != r {
+			lost[p.name] = s - r
+		}
+	}
+	f.procs = nil
+	return sent, lost
+}
+
+// portPackets is the number of packets tor's server ports have received.
+func portPackets(ctx context.Context, t *testing.T, lab *testenv.Lab, tor *testenv.Router) uint64 {
+	t.Helper()
+	var sum uint64
+	for _, s := range lab.Servers() {
+		out, err := tor.Exec(ctx, "cat", "/sys/class/net/"+tor.PortFor(s.Name())+"/statistics/rx_packets")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += n
+	}
+	return sum
+}
+
+// setPorts brings every server port of tor down or up.
+func setPorts(ctx context.Context, t *testing.T, lab *testenv.Lab, tor *testenv.Router, state string) {
+	t.Helper()
+	args := []string{"-batch", "-"}
+	var batch strings.Builder
+	for _, s := range lab.Servers() {
+		fmt.Fprintf(&batch, "link set %s %s\n", tor.PortFor(s.Name()), state)
+	}
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"-n", tor.Namespace()}, args...)...)
+	cmd.Stdin = strings.NewReader(batch.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ports of %s %s: %v\n%s", tor.Name(), state, err, out)
+	}
+}
+
+// fullECMP waits until every server routes every other server's loopback
+// and pod block over both uplinks, and returns how long that took.
+func fullECMP(ctx context.Context, t *testing.T, lab *testenv.Lab, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	err := testenv.WaitFor(ctx, timeout, "full ECMP on every server", func() error {
+		for _, s := range lab.Servers() {
+			out, err := s.Exec(ctx, "ip", "-4", "route", "show", "proto", "bgp")
+			if err != nil {
+				return err
+			}
+			for _, o := range lab.Servers() {
+				if o == s {
+					continue
+				}
+				for _, p := range []string{o.Spec().Loopback.Addr().String(), o.Spec().Block.String()} {
+					route := routeBlock(out, p)
+					if !strings.Contains(route, "dev ens3") || !strings.Contains(route, "dev ens4") {
+						return fmt.Errorf("%s: route to %s is %q", s.Name(), p, route)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// routeBlock returns the lines of `ip route` output that make up the
+// route to prefix (a multipath route spans several lines).
+func routeBlock(out, prefix string) string {
+	var b strings.Builder
+	in := false
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(l, prefix+" "):
+			in = true
+		case in && strings.HasPrefix(l, "\t"):
+		default:
+			in = false
+		}
+		if in {
+			b.WriteString(l)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// TestFlapBurstSessionReturns flaps c1's uplink 20 times, 150 ms without
+// carrier and 250 ms with it, the way a bad optic bounces. The session
+// must come back and stay, whatever state each flap caught it in.
+func TestFlapBurstSessionReturns(t *testing.T) {
+	lab := seedLab(t)
+	logOnFailure(t, lab)
+	ctx := ctxFor(t, 2*time.Minute)
+	c1, tor := lab.Server("c1"), lab.ToR(0)
+	port := tor.PortFor("c1")
+	waitSession(ctx, t, c1, "ens3", tor, 30*time.Second)
+	for i := range 20 {
+		if _, err := tor.Exec(ctx, "ip", "link", "set", port, "down"); err != nil {
+			t.Fatalf("flap %d: %v", i+1, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+		if _, err := tor.Exec(ctx, "ip", "link", "set", port, "up"); err != nil {
+			t.Fatalf("flap %d: %v", i+1, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	took := waitSession(ctx, t, c1, "ens3", tor, 15*time.Second)
+	t.Logf("session back %v after the last flap", took.Round(time.Millisecond))
+	waitKernel(ctx, t, lab, c1, wantKernel(lab, c1))
+}
+
+// TestToRPortsResetLosesNothing takes every server port of tor down for
+// 2.5 s, as a ToR reload or line-card reset looks to its servers. While
+// tor has no routes the servers must send everything through tor2, and
+// go back to ECMP only once tor can forward: no packet of a flood between
+// every pair of servers may be lost, and the sessions must come back
+// without a connection-collision loop.
+func TestToRPortsResetLosesNothing(t *testing.T) {
+	lab := leafLab(t)
+	logOnFailure(t, lab)
+	ctx := ctxFor(t, 2*time.Minute)
+	tor := lab.ToR(0)
+	fullECMP(ctx, t, lab, 30*time.Second)
+
+	f := startFlood(ctx, t, lab)
+	time.Sleep(time.Second)
+	setPorts(ctx, t, lab, tor, "down")
+	time.Sleep(2500 * time.Millisecond)
+	before := portPackets(ctx, t, lab, tor)
+	setPorts(ctx, t, lab, tor, "up")
+	portsUp := time.Now()
+	for _, s := range lab.Servers() {
+		waitSession(ctx, t, s, "ens3", tor, 20*time.Second)
+	}
+	sessions := time.Since(portsUp)
+	ecmp := fullECMP(ctx, t, lab, 20*time.Second) + sessions
+	time.Sleep(time.Second)
+	crossed := portPackets(ctx, t, lab, tor) - before
+	sent, lost := f.stop()
+	t.Logf("ports up -> every session Established %v, full ECMP %v; flood: %d sent, lost %v; %d packets crossed %s after its ports came back",
+		sessions.Round(time.Millisecond), ecmp.Round(time.Millisecond), sent, lost, crossed, tor.Name())
+	if len(lost) > 0 {
+		t.Errorf("packets lost: %v", lost)
+	}
+	if crossed < 100 {
+		t.Errorf("only %d packets crossed %s after it came back: the flood did not test it", crossed, tor.Name())
+	}
+	if sessions > 6*time.Second {
+		t.Errorf("sessions took %v to come back after the ports", sessions.Round(time.Millisecond))
+	}
+}
+
+// TestToRBGPRestartRecovers kills tor's bgpd and starts it again: fabricd
+// must notice the lost session, advertise itself at once so the ToR can
+// connect, and be back within a few seconds rather than at its next
+// periodic router advertisement.
+func TestToRBGPRestartRecovers(t *testing.T) {
+	lab := leafLab(t)
+	logOnFailure(t, lab)
+	ctx := ctxFor(t, 2*time.Minute)
+	tor := lab.ToR(0)
+	fullECMP(ctx, t, lab, 30*time.Second)
+
+	f := startFlood(ctx, t, lab)
+	time.Sleep(time.Second)
+	if err := tor.Stop(syscall.SIGKILL); err != nil && !strings.Contains(err.Error(), "killed") {
+		t.Fatal(err)
+	}
+	if err := tor.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	for _, s := range lab.Servers() {
+		waitSession(ctx, t, s, "ens3", tor, 30*time.Second)
+	}
+	sessions := time.Since(started)
+	ecmp := fullECMP(ctx, t, lab, 20*time.Second) + sessions
+	time.Sleep(time.Second)
+	sent, lost := f.stop()
+	t.Logf("ToR's FRR listening -> every session Established %v, full ECMP %v; flood: %d sent, lost %v",
+		sessions.Round(time.Millisecond), ecmp.Round(time.Millisecond), sent, lost)
+	if sessions > 4*time.Second {
+		t.Errorf("sessions took %v to come back after the ToR's BGP", sessions.Round(time.Millisecond))
+	}
+	if len(lost) > 0 {
+		t.Errorf("packets lost: %v", lost)
+	}
+}
