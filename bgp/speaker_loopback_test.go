@@ -1,11 +1,14 @@
 package bgp
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,16 +18,20 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/server"
 
 	"github.com/fabricd/fabricd/config"
+	"github.com/fabricd/fabricd/uplink"
 )
 
 // event is one Handler call.
 type event struct {
-	kind     string // route, withdraw, up, down, eor
+	kind     string // route, withdraw, stale, sweep, up, down, state, eor, refused
 	id       int
 	prefix   netip.Prefix
 	pathLen  int
 	graceful bool
 	family   int
+	epoch    uint64
+	state    uplink.SessionState
+	refusal  Refusal
 }
 
 type recorder chan event
@@ -36,11 +43,32 @@ func (r recorder) Route(id int, p netip.Prefix, n int, withdraw bool) {
 	}
 	r <- event{kind: kind, id: id, prefix: p, pathLen: n}
 }
-func (r recorder) SessionUp(id int) { r <- event{kind: "up", id: id} }
-func (r recorder) SessionDown(id int, graceful bool) {
-	r <- event{kind: "down", id: id, graceful: graceful}
+func (r recorder) Stale(id int) { r <- event{kind: "stale", id: id} }
+func (r recorder) Sweep(id int, f uplink.Family) {
+	r <- event{kind: "sweep", id: id, family: familyNumber(f)}
 }
-func (r recorder) EndOfRIB(id int, family int) { r <- event{kind: "eor", id: id, family: family} }
+func (r recorder) Session(id int, ev uplink.Event) {
+	e := event{id: id, epoch: ev.Epoch, state: ev.State, graceful: ev.Graceful}
+	switch {
+	case ev.Kind == uplink.EndOfRIB:
+		e.kind, e.family = "eor", familyNumber(ev.Family)
+	case ev.State == uplink.SessionEstablished:
+		e.kind = "up"
+	case ev.Epoch != 0:
+		e.kind = "down"
+	default:
+		e.kind = "state"
+	}
+	r <- e
+}
+func (r recorder) Refused(id int, why Refusal) { r <- event{kind: "refused", id: id, refusal: why} }
+
+func familyNumber(f uplink.Family) int {
+	if f == uplink.IPv6 {
+		return 6
+	}
+	return 4
+}
 
 // await returns the first event matching ok, failing the test after a
 // deadline; events before it are dropped, so events that may come in
@@ -97,7 +125,9 @@ func startToR(t *testing.T, asn uint32, port int, onPeer func(*apiutil.WatchEven
 		}
 	}
 	err := tor.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:            &api.PeerConf{NeighborAddress: "::1", PeerAsn: 65001},
+		// Like FRR, the ToR sends a path even if the AS path holds the
+		// peer's AS (GoBGP itself would not, but for this option).
+		Conf:            &api.PeerConf{NeighborAddress: "::1", PeerAsn: 65001, AllowAspathLoopLocal: true},
 		Transport:       &api.Transport{RemotePort: uint32(port)},
 		Timers:          &api.Timers{Config: &api.TimersConfig{ConnectRetry: 1, IdleHoldTimeAfterReset: 1}},
 		AfiSafis:        []*api.AfiSafi{family(api.Family_AFI_IP), family(api.Family_AFI_IP6)},
@@ -135,8 +165,7 @@ func startSpeaker(t *testing.T, port int, remote config.RemoteAS) (*Speaker, rec
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
 	}
-	err := s.SetPeer(ctx, Peer{ID: 1, Addr: netip.MustParseAddr("::1"),
-		Neighbor: config.Neighbor{Interface: "lo", RemoteAS: remote}})
+	err := s.SetPeer(ctx, 1, uplink.Peer{Addr: netip.MustParseAddr("::1")}, config.Neighbor{Interface: "lo", RemoteAS: remote})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,4 +330,121 @@ func TestSpeakerRefusesOwnASAsExternal(t *testing.T) {
 			return
 		}
 	}
+}
+
+// GoBGP drops a received path whose AS path holds our AS without telling
+// its watchers, which would leave the path it replaced installed. fabricd
+// lets such paths through and takes them as withdraws (RFC 4271 9.1.2).
+func TestSpeakerTakesOwnASPathAsWithdraw(t *testing.T) {
+	port := freePort(t)
+	_, events := startSpeaker(t, port, config.RemoteAS{Kind: config.RemoteExternal})
+	tor := startToR(t, 65100, port, nil)
+	events.await(t, "session up", func(ev event) bool { return ev.kind == "up" })
+	anycast := "10.9.9.9/32"
+	if _, err := tor.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{torPath(t, anycast)}}); err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix(anycast)
+	events.await(t, "the anycast route", func(ev event) bool { return ev.kind == "route" && ev.prefix == p })
+
+	// The ToR's best path changes to one through us (65001): its UPDATE
+	// replaces the old path with one we must not use.
+	looped := torPath(t, anycast)
+	looped.Attrs[1] = gobgp.NewPathAttributeAsPath([]gobgp.AsPathParamInterface{
+		gobgp.NewAs4PathParam(gobgp.BGP_ASPATH_ATTR_TYPE_SEQ, []uint32{65001}),
+	})
+	if _, err := tor.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{looped}}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for !got["refused"] || !got["withdraw"] {
+		ev := events.await(t, "the looped path refused and taken as a withdraw", func(ev event) bool {
+			return ev.kind == "refused" && ev.refusal == RefusedLoop || ev.kind == "withdraw" && ev.prefix == p || ev.kind == "route" && ev.prefix == p
+		})
+		if ev.kind == "route" {
+			t.Fatalf("a path through our own AS was taken: %+v", ev)
+		}
+		got[ev.kind] = true
+	}
+}
+
+// The speaker keeps no list of GoBGP's peers: it reads GoBGP's and makes
+// it match what the uplinks want. A peer deleted behind its back comes
+// back at the next reconciliation, logged as a correction; a fresh peer
+// wished for while the session is up waits.
+func TestReconcileCorrectsDrift(t *testing.T) {
+	port := freePort(t)
+	var logs syncBuffer
+	events := make(recorder, 1024)
+	s := New(Config{
+		ASN: 65001, RouterID: netip.MustParseAddr("10.0.0.1"),
+		BGP:    config.BGP{ListenPort: port, HoldTime: 9 * time.Second, Keepalive: 3 * time.Second, ConnectRetry: time.Second},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	}, events)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- s.Run(ctx, ready) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-ready
+	nb := config.Neighbor{Interface: "lo", RemoteAS: config.RemoteAS{Kind: config.RemoteExternal}}
+	peer := uplink.Peer{Addr: netip.MustParseAddr("::1"), Passive: true}
+	if err := s.SetPeer(ctx, 1, peer, nb); err != nil {
+		t.Fatal(err)
+	}
+	startToR(t, 65100, port, nil)
+	events.await(t, "session up", func(ev event) bool { return ev.kind == "up" })
+
+	// A fresh peer is wanted, but the session is up: it stays.
+	peer.Generation++
+	if err := s.SetPeer(ctx, 1, peer, nb); err != nil {
+		t.Fatal(err)
+	}
+	if st := peerStates(t, s); st["::1"] != "Established" {
+		t.Fatalf("GoBGP's peers after wishing a fresh one while up: %v", st)
+	}
+
+	if err := s.srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: "::1"}); err != nil {
+		t.Fatal(err)
+	}
+	events.await(t, "the session ending with the deleted peer", func(ev event) bool { return ev.kind == "down" })
+	if err := s.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := peerStates(t, s); len(st) != 1 {
+		t.Fatalf("GoBGP's peers after reconciling: %v", st)
+	}
+	if !strings.Contains(logs.String(), "correcting") {
+		t.Errorf("the correction was not logged:\n%s", logs.String())
+	}
+	events.await(t, "session up again", func(ev event) bool { return ev.kind == "up" })
+}
+
+func peerStates(t *testing.T, s *Speaker) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := s.srv.ListPeer(context.Background(), &api.ListPeerRequest{}, func(p *api.Peer) {
+		out[p.GetConf().GetNeighborAddress()] = stateName(p.GetState().GetSessionState())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

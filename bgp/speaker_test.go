@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 )
@@ -32,9 +33,9 @@ func TestASPathLength(t *testing.T) {
 	}
 }
 
-// The F bit for IPv4 unicast decides whether a restarting ToR's routes
-// stay in the kernel as stale or go at once.
-func TestPreservesIPv4Forwarding(t *testing.T) {
+// The F bits decide whether a restarting ToR's routes stay in use while
+// it restarts.
+func TestGracefulRestartOf(t *testing.T) {
 	gr := func(tuples ...*gobgp.CapGracefulRestartTuple) []gobgp.ParameterCapabilityInterface {
 		return []gobgp.ParameterCapabilityInterface{
 			gobgp.NewCapFourOctetASNumber(65100),
@@ -42,21 +43,22 @@ func TestPreservesIPv4Forwarding(t *testing.T) {
 		}
 	}
 	cases := []struct {
-		name string
-		caps []gobgp.ParameterCapabilityInterface
-		want bool
+		name    string
+		caps    []gobgp.ParameterCapabilityInterface
+		want    [2]bool
+		restart time.Duration
 	}{
-		{"no graceful restart", []gobgp.ParameterCapabilityInterface{gobgp.NewCapFourOctetASNumber(65100)}, false},
-		{"no families", gr(), false},
-		{"ipv4 preserved", gr(gobgp.NewCapGracefulRestartTuple(gobgp.RF_IPv4_UC, true)), true},
-		{"ipv4 not preserved", gr(gobgp.NewCapGracefulRestartTuple(gobgp.RF_IPv4_UC, false)), false},
+		{"no graceful restart", []gobgp.ParameterCapabilityInterface{gobgp.NewCapFourOctetASNumber(65100)}, [2]bool{}, 0},
+		{"no families", gr(), [2]bool{}, 120 * time.Second},
+		{"ipv4 preserved", gr(gobgp.NewCapGracefulRestartTuple(gobgp.RF_IPv4_UC, true)), [2]bool{true, false}, 120 * time.Second},
+		{"ipv4 not preserved", gr(gobgp.NewCapGracefulRestartTuple(gobgp.RF_IPv4_UC, false)), [2]bool{}, 120 * time.Second},
 		{"only ipv6 preserved", gr(
 			gobgp.NewCapGracefulRestartTuple(gobgp.RF_IPv4_UC, false),
-			gobgp.NewCapGracefulRestartTuple(gobgp.RF_IPv6_UC, true)), false},
+			gobgp.NewCapGracefulRestartTuple(gobgp.RF_IPv6_UC, true)), [2]bool{false, true}, 120 * time.Second},
 	}
 	for _, tc := range cases {
-		if got := preservesIPv4Forwarding(tc.caps); got != tc.want {
-			t.Errorf("%s: preservesIPv4Forwarding = %v, want %v", tc.name, got, tc.want)
+		if got, restart := gracefulRestartOf(tc.caps); got != tc.want || restart != tc.restart {
+			t.Errorf("%s: gracefulRestartOf = %v, %v; want %v, %v", tc.name, got, restart, tc.want, tc.restart)
 		}
 	}
 }
@@ -106,5 +108,75 @@ func TestGoBGPLogFilter(t *testing.T) {
 	log.Error("hold timer expired")
 	if out := buf.String(); strings.Contains(out, "failed to stop BGP server") || !strings.Contains(out, "hold timer expired") {
 		t.Errorf("while stopping, handler wrote:\n%s", out)
+	}
+}
+
+// judge takes a path as a withdraw when its AS path holds our AS or its
+// next hop names another router than the ToR of the session.
+func TestJudge(t *testing.T) {
+	tor := netip.MustParseAddr("fe80::1%ens3")
+	s := &Speaker{cfg: Config{ASN: 65001, ThirdParty: func(iface string, nh netip.Addr) bool {
+		return iface == "ens3" && nh == netip.MustParseAddr("192.0.2.99")
+	}}}
+	se := &session{iface: "ens3", addr: tor}
+	asPath := func(asns ...uint32) gobgp.PathAttributeInterface {
+		return gobgp.NewPathAttributeAsPath([]gobgp.AsPathParamInterface{gobgp.NewAs4PathParam(gobgp.BGP_ASPATH_ATTR_TYPE_SEQ, asns)})
+	}
+	mp := func(nh, ll string) gobgp.PathAttributeInterface {
+		return &gobgp.PathAttributeMpReachNLRI{Nexthop: netip.MustParseAddr(nh), LinkLocalNexthop: addrOrZero(ll)}
+	}
+	nh4 := func(a string) gobgp.PathAttributeInterface {
+		p, err := gobgp.NewPathAttributeNextHop(netip.MustParseAddr(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		name  string
+		attrs []gobgp.PathAttributeInterface
+		want  Refusal
+	}{
+		{"the ToR's link-local (FRR: in both halves)", []gobgp.PathAttributeInterface{asPath(65004, 65002), mp("fe80::1", "fe80::1")}, 0},
+		{"the ToR's link-local alone", []gobgp.PathAttributeInterface{mp("fe80::1", "")}, 0},
+		{":: and the ToR's link-local (BIRD)", []gobgp.PathAttributeInterface{mp("::", "fe80::1")}, 0},
+		{"global and the ToR's link-local", []gobgp.PathAttributeInterface{mp("2001:db8::1", "fe80::1")}, 0},
+		{"a global address alone", []gobgp.PathAttributeInterface{mp("2001:db8::1", "")}, 0},
+		{"an IPv4 address the kernel does not know as another router's", []gobgp.PathAttributeInterface{nh4("192.0.2.1")}, 0},
+		{"another router's link-local", []gobgp.PathAttributeInterface{mp("fe80::99", "")}, RefusedNextHop},
+		{"global with another router's link-local", []gobgp.PathAttributeInterface{mp("2001:db8::1", "fe80::99")}, RefusedNextHop},
+		{"another router's IPv4 address", []gobgp.PathAttributeInterface{nh4("192.0.2.99")}, RefusedNextHop},
+		{"our AS in the path", []gobgp.PathAttributeInterface{asPath(65004, 65001), mp("fe80::1", "")}, RefusedLoop},
+	}
+	for _, tc := range cases {
+		if got := s.judge(se, tc.attrs); got != tc.want {
+			t.Errorf("%s: judge = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func addrOrZero(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{}
+	}
+	return netip.MustParseAddr(s)
+}
+
+func TestFamiliesOf(t *testing.T) {
+	mp := func(f gobgp.Family) gobgp.ParameterCapabilityInterface { return gobgp.NewCapMultiProtocol(f) }
+	cases := []struct {
+		name string
+		caps []gobgp.ParameterCapabilityInterface
+		want [2]bool
+	}{
+		{"no multiprotocol capability: IPv4", []gobgp.ParameterCapabilityInterface{gobgp.NewCapFourOctetASNumber(1)}, [2]bool{true, false}},
+		{"both", []gobgp.ParameterCapabilityInterface{mp(gobgp.RF_IPv4_UC), mp(gobgp.RF_IPv6_UC)}, [2]bool{true, true}},
+		{"IPv6 only", []gobgp.ParameterCapabilityInterface{mp(gobgp.RF_IPv6_UC)}, [2]bool{false, true}},
+		{"other families only", []gobgp.ParameterCapabilityInterface{mp(gobgp.RF_EVPN)}, [2]bool{false, false}},
+	}
+	for _, tc := range cases {
+		if got := familiesOf(tc.caps); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

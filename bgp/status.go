@@ -20,6 +20,8 @@ type PeerStatus struct {
 	RemoteAS  uint32
 	RouterID  string
 	State     string // FRR's names: Idle, Connect, Active, OpenSent, OpenConfirm, Established
+	// Passive: the peer waits for the ToR to connect.
+	Passive bool
 	// Since is when the session entered Established (State ==
 	// "Established") or last left it; zero if it never came up.
 	Since     time.Time
@@ -32,12 +34,12 @@ type PeerStatus struct {
 
 // Peers returns the state of every configured peer, by interface.
 func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
-	s.mu.RLock()
-	byAddr := make(map[netip.Addr]Peer, len(s.byAddr))
-	for a, st := range s.byAddr {
-		byAddr[a] = st.Peer
+	s.mu.Lock()
+	byAddr := make(map[netip.Addr]wantedPeer, len(s.byAddr))
+	for a, w := range s.byAddr {
+		byAddr[a] = *w
 	}
-	s.mu.RUnlock()
+	s.mu.Unlock()
 
 	out := make(map[string]PeerStatus, len(byAddr))
 	// Not EnableAdvertised: it walks the whole table on every call (12
@@ -54,8 +56,9 @@ func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
 		}
 		st := p.GetState()
 		ps := PeerStatus{
-			ID:        peer.ID,
-			Interface: peer.Interface(),
+			ID:        peer.id,
+			Interface: peer.nb.Interface,
+			Passive:   peer.peer.Passive,
 			Addr:      addr,
 			RemoteAS:  st.GetPeerAsn(),
 			RouterID:  st.GetRouterId(),
@@ -72,7 +75,7 @@ func (s *Speaker) Peers(ctx context.Context) (map[string]PeerStatus, error) {
 		} else if d := timers.GetDowntime(); d != nil && d.GetSeconds() > 0 {
 			ps.Since = d.AsTime()
 		}
-		out[peer.Interface()] = ps
+		out[peer.nb.Interface] = ps
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing BGP peers: %w", err)
@@ -126,12 +129,12 @@ func (s *Speaker) Table(ctx context.Context, family int) ([]Route, error) {
 	if family == 6 {
 		rf = gobgp.RF_IPv6_UC
 	}
-	s.mu.RLock()
-	peers := make([]Peer, 0, len(s.byAddr))
-	for _, st := range s.byAddr {
-		peers = append(peers, st.Peer)
+	s.mu.Lock()
+	peers := make([]wantedPeer, 0, len(s.byAddr))
+	for _, w := range s.byAddr {
+		peers = append(peers, *w)
 	}
-	s.mu.RUnlock()
+	s.mu.Unlock()
 
 	byPrefix := map[netip.Prefix]*Route{}
 	collect := func(peerID int, iface string) func(gobgp.NLRI, []*apiutil.Path) {
@@ -163,9 +166,9 @@ func (s *Speaker) Table(ctx context.Context, family int) ([]Route, error) {
 		return nil, fmt.Errorf("listing BGP table: %w", err)
 	}
 	for _, p := range peers {
-		req := apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_ADJ_IN, Name: p.Addr.String(), Family: rf}
-		if err := s.srv.ListPath(req, collect(p.ID, p.Interface())); err != nil {
-			return nil, fmt.Errorf("listing the routes of %s: %w", p.Interface(), err)
+		req := apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_ADJ_IN, Name: p.peer.Addr.String(), Family: rf}
+		if err := s.srv.ListPath(req, collect(p.id, p.nb.Interface)); err != nil {
+			return nil, fmt.Errorf("listing the routes of %s: %w", p.nb.Interface, err)
 		}
 	}
 	routes := make([]Route, 0, len(byPrefix))

@@ -104,7 +104,11 @@ func (r RemoteAS) String() string {
 // on Interface.
 type Neighbor struct {
 	Interface string
-	RemoteAS  RemoteAS
+	// Address pins the ToR's link-local address (zone = Interface), for a
+	// ToR that sends no router advertisements; invalid when not set, and
+	// the ToR is then found by its RAs or in the neighbour table.
+	Address  netip.Addr
+	RemoteAS RemoteAS
 	// Password enables TCP MD5 signatures (RFC 2385) on the session.
 	Password string
 	// TTLSecurity (GTSM, RFC 5082) accepts only packets sent with TTL 255,
@@ -306,6 +310,7 @@ type rawBGP struct {
 
 type rawNeighbor struct {
 	Interface          any `toml:"interface"`
+	Address            any `toml:"address"`
 	RemoteAS           any `toml:"remote-as"`
 	Password           any `toml:"password"`
 	TTLSecurity        any `toml:"ttl-security"`
@@ -538,6 +543,18 @@ func (v *validator) neighbor(i int, raw *rawNeighbor) Neighbor {
 			v.errorf(key, "%v", err)
 		} else {
 			n.Interface = s
+		}
+	}
+
+	if addr, ok := v.optStr(indexed("neighbor", i, "address"), raw.Address); ok {
+		a, err := netip.ParseAddr(addr)
+		switch {
+		case err != nil:
+			v.errorf(indexed("neighbor", i, "address"), "%q is not an IPv6 address", addr)
+		case !a.Is6() || !a.IsLinkLocalUnicast() || a.Zone() != "":
+			v.errorf(indexed("neighbor", i, "address"), "%q is not an IPv6 link-local address (fe80::/10, without %%zone: the interface is the zone)", addr)
+		case n.Interface != "":
+			n.Address = a.WithZone(n.Interface)
 		}
 	}
 

@@ -2,8 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"time"
 
@@ -12,6 +12,7 @@ import (
 
 	"github.com/fabricd/fabricd/api/fabricdpb"
 	"github.com/fabricd/fabricd/rib"
+	"github.com/fabricd/fabricd/uplink"
 )
 
 // apiServer answers fabricctl. Queries read live state from the speaker,
@@ -19,18 +20,6 @@ import (
 type apiServer struct {
 	fabricdpb.UnimplementedFabricdServer
 	d *Daemon
-}
-
-// uplinkSnapshot is a consistent copy of the uplink table for queries.
-func (d *Daemon) uplinkSnapshot() []*uplink {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ups := make([]*uplink, 0, len(d.uplinks))
-	for _, u := range d.uplinks {
-		ups = append(ups, u)
-	}
-	slices.SortFunc(ups, func(a, b *uplink) int { return int(a.id) - int(b.id) })
-	return ups
 }
 
 func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryRequest) (*fabricdpb.Summary, error) {
@@ -43,20 +32,32 @@ func (a *apiServer) GetSummary(ctx context.Context, _ *fabricdpb.GetSummaryReque
 	if err := d.fib.Sync(ctx); err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	inSync := d.rib.Pending() == 0
 	out := &fabricdpb.Summary{
 		RouterId:       cfg.RouterID.String(),
 		As:             cfg.ASN,
 		RibCount:       uint64(d.rib.Len()),
 		InstalledCount: uint64(d.fib.Stats().Routes.Load() + d.fib.Stats().Blackholes.Load()),
-		FibInSync:      d.rib.Pending() == 0,
+		FibInSync:      inSync,
+		Online:         inSync && d.allForwarding(),
 		Identity:       cfg.IdentityDerived(),
 	}
 	now := time.Now()
-	eor := d.endOfRIBs()
-	for _, u := range d.uplinkSnapshot() {
-		p := &fabricdpb.Peer{Interface: u.neighbor.Interface, State: "Idle", PfxFiltered: d.filtered[u.id].Load(), EndOfRib: eor[u.id]}
+	for _, u := range d.uplinkStatuses() {
+		m := u.machine
+		p := &fabricdpb.Peer{
+			Interface:   u.neighbor.Interface,
+			State:       "Idle",
+			PfxFiltered: d.filtered[u.id].Load(),
+			PfxRefused:  d.refused[u.id][0].Load() + d.refused[u.id][1].Load(),
+			EndOfRib:    m.EndOfRIB[uplink.IPv4],
+		}
+		if m.ToR.IsValid() {
+			p.TorSource = m.ToRSource.String()
+		}
 		if ps, ok := peers[u.neighbor.Interface]; ok {
 			p.PeerAddress = ps.Addr.String()
+			p.Passive = ps.Passive
 			p.RemoteAs = ps.RemoteAS
 			p.RemoteRouterId = ps.RouterID
 			p.State = ps.State
@@ -93,15 +94,21 @@ func (a *apiServer) GetBGPTable(ctx context.Context, req *fabricdpb.GetBGPTableR
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
+	via, err := d.fib.Via(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
 	out := &fabricdpb.BGPTable{RouterId: cfg.RouterID.String(), As: cfg.ASN}
 	for _, r := range routes {
 		// fabricd's own selection: the uplinks in best are installed;
 		// the first is shown as best (>), the others as multipath (=).
 		// Received paths the RIB does not hold were refused (the import
 		// filter, or our own AS in the path) and are not shown.
-		best, offers := d.rib.Best(r.Prefix), d.rib.Offers(r.Prefix)
+		offers, stale := d.rib.Offers(r.Prefix), d.rib.Stale(r.Prefix)
+		installed := via[rib.KeyOf(r.Prefix)]
 		br := &fabricdpb.BGPRoute{Prefix: r.Prefix.String()}
 		shownBest := false
+		var seen rib.NexthopSet
 		for _, p := range r.Paths {
 			bp := &fabricdpb.BGPPath{
 				Valid:  true,
@@ -118,11 +125,23 @@ func (a *apiServer) GetBGPTable(ctx context.Context, req *fabricdpb.GetBGPTableR
 				if !offers.Has(u) {
 					continue
 				}
+				seen |= rib.Of(u)
 				bp.NextHop, bp.Peer, bp.Source = p.Interface, p.Interface, "bgp"
-				if best.Has(u) {
+				bp.Stale = bp.Stale || stale.Has(u)
+				if installed.Has(u) {
 					bp.Best, bp.Multipath = !shownBest, shownBest
 					shownBest = true
 				}
+			}
+			br.Paths = append(br.Paths, bp)
+		}
+		// Paths kept from an ended session, which GoBGP no longer lists.
+		for _, u := range (stale &^ seen).Uplinks() {
+			name := d.uplinkName(u)
+			bp := &fabricdpb.BGPPath{Valid: true, Stale: true, NextHop: name, Peer: name, Source: "bgp (kept from the ended session)", Origin: "?"}
+			if installed.Has(u) {
+				bp.Best, bp.Multipath = !shownBest, shownBest
+				shownBest = true
 			}
 			br.Paths = append(br.Paths, bp)
 		}
@@ -164,32 +183,61 @@ func (a *apiServer) GetInterfaces(ctx context.Context, _ *fabricdpb.GetInterface
 	}
 	out := &fabricdpb.Interfaces{}
 	now := time.Now()
-	for _, u := range d.uplinkSnapshot() {
+	for _, u := range d.uplinkStatuses() {
 		st := u.link.Status()
+		m := u.machine
+		v4, v6, err := d.fib.Usable(ctx, u.id)
+		if err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
 		fi := &fabricdpb.Interface{
-			Name:          st.Interface,
-			LinkUp:        st.LinkUp,
-			LastRaAgeMsec: -1,
-			SessionState:  "Idle",
-			RasReceived:   st.RAsReceived,
-			RasIgnored:    st.RAsIgnored,
-			RasSent:       st.RAsSent,
-			RssSent:       st.RSsSent,
-			PfxFiltered:   d.filtered[u.id].Load(),
+			Name:           u.neighbor.Interface,
+			LinkUp:         m.Carrier,
+			LastRaAgeMsec:  -1,
+			SessionState:   "Idle",
+			RasReceived:    st.RAsReceived,
+			RasIgnored:     st.RAsIgnored,
+			RasSent:        st.RAsSent,
+			RssSent:        st.RSsSent,
+			PfxFiltered:    d.filtered[u.id].Load(),
+			Phase:          m.Phase.String(),
+			PhaseAgeMsec:   now.Sub(m.Since).Milliseconds(),
+			Ipv4Forwarding: v4,
+			Ipv6Forwarding: v6,
+			RefusedLoop:    d.refused[u.id][0].Load(),
+			RefusedNexthop: d.refused[u.id][1].Load(),
+			StaleMsec:      -1,
 		}
-		if n := st.Neighbor; n != nil {
-			fi.PeerAddress = n.Addr.String()
-			fi.PeerMac = n.MAC.String()
-			if !n.LastRA.IsZero() {
-				fi.LastRaAgeMsec = now.Sub(n.LastRA).Milliseconds()
-			}
+		if m.ToR.IsValid() {
+			fi.PeerAddress = m.ToR.String()
+			fi.TorSource = m.ToRSource.String()
 		}
-		if ps, ok := peers[st.Interface]; ok {
+		if m.MAC != nil {
+			fi.PeerMac = m.MAC.String()
+			fi.MacSource = m.MACSource.String()
+		}
+		if n := st.Neighbor; n != nil && !n.LastRA.IsZero() {
+			fi.LastRaAgeMsec = now.Sub(n.LastRA).Milliseconds()
+		}
+		if !m.StaleUntil.IsZero() {
+			fi.StaleMsec = max(m.StaleUntil.Sub(now).Milliseconds(), 0)
+		}
+		if ps, ok := peers[u.neighbor.Interface]; ok {
 			fi.SessionState = ps.State
 		}
 		out.Interfaces = append(out.Interfaces, fi)
 	}
 	return out, nil
+}
+
+// uplinkName names uplink u.
+func (d *Daemon) uplinkName(u rib.Uplink) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r := d.ids[u]; r != nil {
+		return r.neighbor.Interface
+	}
+	return fmt.Sprintf("uplink %d", u)
 }
 
 func (a *apiServer) Reload(ctx context.Context, _ *fabricdpb.ReloadRequest) (*fabricdpb.ReloadResponse, error) {

@@ -25,6 +25,8 @@ type collector struct {
 	rasReceived    *prometheus.Desc
 	rasIgnored     *prometheus.Desc
 	linkUp         *prometheus.Desc
+	forwarding     *prometheus.Desc
+	refused        *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -44,12 +46,14 @@ func newCollector(d *Daemon) *collector {
 		rasReceived:    prometheus.NewDesc("fabricd_ra_received_total", "Router advertisements received on the uplink.", iface, nil),
 		rasIgnored:     prometheus.NewDesc("fabricd_ra_ignored_total", "Router advertisements and ND packets ignored (second router, malformed).", iface, nil),
 		linkUp:         prometheus.NewDesc("fabricd_uplink_up", "1 if the uplink has carrier.", iface, nil),
+		forwarding:     prometheus.NewDesc("fabricd_uplink_forwarding", "1 if the uplink carries traffic: its ToR has sent its whole table (or restarts with forwarding preserved).", iface, nil),
+		refused:        prometheus.NewDesc("fabricd_bgp_prefixes_refused_total", "Announcements taken as withdraws, by reason: as_path_loop, third_party_nexthop.", []string{"interface", "reason"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.sessionUp, c.sessionUptime, c.prefixes, c.filtered, c.ribPrefixes, c.fibRoutes,
-		c.fibBlackholes, c.fibOps, c.fibErrors, c.neighborWrites, c.rasReceived, c.rasIgnored, c.linkUp} {
+		c.fibBlackholes, c.fibOps, c.fibErrors, c.neighborWrites, c.rasReceived, c.rasIgnored, c.linkUp, c.forwarding, c.refused} {
 		ch <- d
 	}
 }
@@ -65,7 +69,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	peers, _ := c.d.speaker.Peers(ctx)
 	now := time.Now()
-	for _, u := range c.d.uplinkSnapshot() {
+	for _, u := range c.d.uplinkStatuses() {
 		name := u.neighbor.Interface
 		ps, ok := peers[name]
 		established := ok && ps.State == "Established"
@@ -78,11 +82,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.prefixes, float64(c.d.rib.CountFrom(u.id, false)), name)
 		counter(c.filtered, float64(c.d.filtered[u.id].Load()), name)
 		st := u.link.Status()
-		link := 0.0
-		if st.LinkUp {
-			link = 1
-		}
-		gauge(c.linkUp, link, name)
+		gauge(c.linkUp, b2f(u.machine.Carrier), name)
+		gauge(c.forwarding, b2f(u.machine.Phase.Forwards()), name)
+		counter(c.refused, float64(c.d.refused[u.id][0].Load()), name, "as_path_loop")
+		counter(c.refused, float64(c.d.refused[u.id][1].Load()), name, "third_party_nexthop")
 		counter(c.rasReceived, float64(st.RAsReceived), name)
 		counter(c.rasIgnored, float64(st.RAsIgnored), name)
 	}
@@ -93,4 +96,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.fibOps, float64(stats.Ops.Load()))
 	counter(c.fibErrors, float64(stats.Errors.Load()))
 	counter(c.neighborWrites, float64(stats.NeighborWrites.Load()))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -90,6 +90,13 @@ func (d *Daemon) reload(ctx context.Context) ([]string, error) {
 			}
 			d.startUplink(ctx, id, n)
 			changes = append(changes, "added neighbor "+n.Interface)
+		case old.Address != n.Address || old.MaxPrefixesRestart != n.MaxPrefixesRestart:
+			// The uplink's machine knows these: start it afresh.
+			d.stopUplink(ctx, n.Interface)
+			if id, ok := d.freeID(); ok {
+				d.startUplink(ctx, id, n)
+			}
+			changes = append(changes, "changed neighbor "+n.Interface)
 		case old != n:
 			d.updateUplink(ctx, n)
 			changes = append(changes, "changed neighbor "+n.Interface)

@@ -42,9 +42,22 @@ type Writer struct {
 
 	// State below is owned by the Run loop.
 	uplinks [rib.MaxUplinks]uplink
-	// usable is the set of uplinks routes may point at: known interface,
-	// known ToR MAC, carrier up.
-	usable rib.NexthopSet
+	// usable are the uplinks routes may point at, per family: the ones
+	// whose ToR can forward (Forwarding), with their neighbour entry
+	// written for IPv4. An uplink is fresh for settle after it became
+	// usable (until freshUntil), then settled.
+	usable     [2]rib.Usable
+	freshUntil [2][rib.MaxUplinks]time.Time
+	// settle is how long a ToR gets to program its own FIB with a route
+	// it has just announced before traffic already flowing elsewhere is
+	// spread onto it (see appendSync).
+	settle time.Duration
+	// widen holds back, until the time given, new uplinks of routes that
+	// already forward.
+	widen map[rib.Key]time.Time
+	// retry is when neighbour entries that could not be written are
+	// tried again; zero when none failed.
+	retry time.Time
 	// installed is every learned route in the kernel with the uplink set
 	// it was written for: the best paths' uplinks, and with nexthop
 	// objects the set whose object the route points at.
@@ -75,10 +88,19 @@ type Writer struct {
 }
 
 type uplink struct {
-	name    string
-	ifindex int
-	mac     net.HardwareAddr
-	ll      netip.Addr // the ToR's link-local address, the IPv6 next hop
+	name string
+	fwd  Forwarding
+	// neighbor: the 169.254.0.1 entry of fwd's MAC is written.
+	neighbor bool
+}
+
+// Forwarding says whether, and through which ToR, an uplink carries the
+// traffic of each family.
+type Forwarding struct {
+	V4, V6  bool
+	Ifindex int
+	MAC     net.HardwareAddr // the ToR's, for the IPv4 gateway's neighbour entry
+	LL      netip.Addr       // the ToR's link-local address, the IPv6 next hop
 }
 
 // family indexes per-family state: 0 for IPv4, 1 for IPv6.
@@ -122,7 +144,13 @@ type Options struct {
 	// InlineNexthops writes every route with its own next hops even where
 	// the kernel has nexthop objects.
 	InlineNexthops bool
-	Logger         *slog.Logger
+	// Settle is how long a route that forwards waits before it spreads
+	// onto an uplink that has just become usable or just sent a path: the
+	// ToR behind it may announce a route a moment before its own FIB
+	// holds it (FRR does, unless `bgp suppress-fib-pending`). A route
+	// with no other path does not wait. Zero: no wait.
+	Settle time.Duration
+	Logger *slog.Logger
 }
 
 // NewWriter returns a writer that installs r's best paths through k.
@@ -133,6 +161,8 @@ func NewWriter(k Kernel, r *rib.RIB, opts Options) *Writer {
 		metric:              opts.Metric,
 		log:                 opts.Logger,
 		objects:             !opts.InlineNexthops,
+		settle:              opts.Settle,
+		widen:               make(map[rib.Key]time.Time),
 		cmds:                make(chan func(), 64),
 		installed:           make(map[rib.Key]rib.NexthopSet),
 		blackholes:          make(map[rib.Key]struct{}),
@@ -179,7 +209,14 @@ func (w *Writer) Adopt() (int, error) {
 // Run applies changes until ctx is cancelled. It does not remove what it
 // installed: see Flush.
 func (w *Writer) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		if next := w.deadline(); next.IsZero() {
+			timer.Stop()
+		} else {
+			timer.Reset(max(time.Until(next), 0))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -187,8 +224,54 @@ func (w *Writer) Run(ctx context.Context) error {
 			cmd()
 		case <-w.rib.Changed():
 			w.syncChanged()
+		case now := <-timer.C:
+			w.onTimer(now)
 		}
 	}
+}
+
+// deadline is the writer's next timer: a neighbour entry to retry, a
+// fresh uplink to settle, a route to widen.
+func (w *Writer) deadline() time.Time {
+	next := w.retry
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for fam := range w.freshUntil {
+		for _, t := range w.freshUntil[fam] {
+			earlier(t)
+		}
+	}
+	for _, t := range w.widen {
+		earlier(t)
+	}
+	return next
+}
+
+func (w *Writer) onTimer(now time.Time) {
+	if !w.retry.IsZero() && !now.Before(w.retry) {
+		w.retry = time.Time{}
+		for u := range w.uplinks {
+			w.applyForwarding(rib.Uplink(u))
+		}
+	}
+	for fam := range w.freshUntil {
+		for u, t := range w.freshUntil[fam] {
+			if !t.IsZero() && !now.Before(t) {
+				w.settleUplink(rib.Uplink(u), family(fam))
+			}
+		}
+	}
+	w.ops = w.ops[:0]
+	for p, t := range w.widen {
+		if !now.Before(t) {
+			delete(w.widen, p)
+			w.ops = w.appendSync(w.ops, p, w.rib.Select(p, w.usable), true)
+		}
+	}
+	w.apply()
 }
 
 // exec queues f to run on the loop.
@@ -215,81 +298,113 @@ func (w *Writer) query(ctx context.Context, f func()) error {
 	}
 }
 
-// SetUplink declares uplink u usable: interface ifindex, carrier up, ToR at
-// mac with link-local address ll. It (re)writes the 169.254.0.1 neighbour
-// entry and points every route whose best paths include u at it.
-func (w *Writer) SetUplink(ctx context.Context, u rib.Uplink, name string, ifindex int, mac net.HardwareAddr, ll netip.Addr) error {
-	mac = slices.Clone(mac)
-	ll = ll.WithZone("")
+// SetForwarding makes uplink u (named name) carry the families f says,
+// through the ToR it names: for IPv4 it (re)writes the 169.254.0.1
+// neighbour entry first, and IPv4 routes use the uplink only once that
+// worked (it is retried every second until it does). Routes through the
+// uplink's other family, or none, move to the other uplinks or go.
+func (w *Writer) SetForwarding(ctx context.Context, u rib.Uplink, name string, f Forwarding) error {
+	f.MAC = slices.Clone(f.MAC)
+	f.LL = f.LL.WithZone("")
 	return w.exec(ctx, func() {
 		old := w.uplinks[u]
-		w.uplinks[u] = uplink{name: name, ifindex: ifindex, mac: mac, ll: ll}
-		if err := w.kernel.SetNeighbor(Neighbor{Ifindex: ifindex, MAC: mac}); err != nil {
-			w.log.Error("writing neighbour entry", "uplink", name, "gateway", Gateway, "mac", mac.String(), "err", err)
-		} else {
-			w.stats.NeighborWrites.Add(1)
-		}
-		if old.ifindex != 0 && old.ifindex != ifindex {
+		if old.fwd.Ifindex != 0 && old.fwd.Ifindex != f.Ifindex {
 			// The interface was recreated: what names the old index must
-			// move, as if the uplink had gone and come back.
-			w.setUsable(u, false)
+			// go, as if the uplink had gone and come back.
+			w.setUsable(u, ipv4, false)
+			w.setUsable(u, ipv6, false)
 		}
-		w.setUsable(u, true)
+		w.uplinks[u].name = name
+		w.uplinks[u].fwd = f
+		if !f.V4 || !slices.Equal(old.fwd.MAC, f.MAC) || old.fwd.Ifindex != f.Ifindex {
+			w.uplinks[u].neighbor = false
+		}
+		w.applyForwarding(u)
 	})
 }
 
-// UplinkDown takes u out of every route at once, without waiting for BGP
-// to notice: used on carrier loss. The neighbour entry stays so that the
-// uplink is usable again as soon as SetUplink is called.
-func (w *Writer) UplinkDown(ctx context.Context, u rib.Uplink) error {
-	return w.exec(ctx, func() { w.setUsable(u, false) })
+// applyForwarding makes u's usability match its Forwarding.
+func (w *Writer) applyForwarding(u rib.Uplink) {
+	up := &w.uplinks[u]
+	if up.fwd.V4 && !up.neighbor {
+		if err := w.kernel.SetNeighbor(Neighbor{Ifindex: up.fwd.Ifindex, MAC: up.fwd.MAC}); err != nil {
+			w.log.Error("writing neighbour entry; IPv4 routes avoid the uplink until it works", "uplink", up.name,
+				"gateway", Gateway, "mac", up.fwd.MAC.String(), "err", err)
+			if w.retry.IsZero() {
+				w.retry = time.Now().Add(time.Second)
+			}
+		} else {
+			up.neighbor = true
+			w.stats.NeighborWrites.Add(1)
+		}
+	}
+	w.setUsable(u, ipv4, up.fwd.V4 && up.neighbor)
+	w.setUsable(u, ipv6, up.fwd.V6 && up.fwd.LL.IsValid())
+}
+
+// Usable reports whether uplink u carries IPv4 and IPv6 routes now.
+func (w *Writer) Usable(ctx context.Context, u rib.Uplink) (v4, v6 bool, err error) {
+	err = w.query(ctx, func() { v4, v6 = w.isUsable(u, ipv4), w.isUsable(u, ipv6) })
+	return v4, v6, err
 }
 
 // RemoveUplink forgets u entirely (it was removed from the config): its
 // routes move to other uplinks or go, and its neighbour entry is deleted.
 func (w *Writer) RemoveUplink(ctx context.Context, u rib.Uplink) error {
 	return w.exec(ctx, func() {
-		w.setUsable(u, false)
+		w.setUsable(u, ipv4, false)
+		w.setUsable(u, ipv6, false)
 		w.deleteNeighbor(u)
 		w.uplinks[u] = uplink{}
 	})
 }
 
-// WatchNeighbors restores the gateway's neighbour entry on an uplink
-// whenever the kernel reports a change to it: FRR and admins have been
-// known to flush or overwrite it, and without it every IPv4 route through
-// the uplink blackholes. It returns when ctx is done.
-func (w *Writer) WatchNeighbors(ctx context.Context) error {
-	return w.kernel.WatchNeighbors(ctx, func(ifindex int) {
-		w.exec(ctx, func() {
-			for u := range w.uplinks {
-				if w.uplinks[u].ifindex == ifindex {
-					w.checkNeighbor(rib.Uplink(u))
-				}
+// CheckNeighbor restores the gateway's neighbour entry on the uplink of
+// ifindex if it is not what the writer installed: FRR and admins have
+// been known to flush or overwrite it, and without it every IPv4 route
+// through the uplink blackholes. Call it when the kernel reports a change
+// to the entry.
+func (w *Writer) CheckNeighbor(ctx context.Context, ifindex int) error {
+	return w.exec(ctx, func() {
+		for u := range w.uplinks {
+			if w.uplinks[u].fwd.Ifindex == ifindex {
+				w.checkNeighbor(rib.Uplink(u))
 			}
-		})
+		}
 	})
 }
 
 // checkNeighbor rewrites u's neighbour entry if it is not what the writer
 // installed.
 func (w *Writer) checkNeighbor(u rib.Uplink) {
-	up := w.uplinks[u]
-	if !w.usable.Has(u) {
+	up := &w.uplinks[u]
+	if !up.neighbor {
 		return
 	}
-	mac, permanent, ok, err := w.kernel.LookupNeighbor(up.ifindex)
+	mac, permanent, ok, err := w.kernel.LookupNeighbor(up.fwd.Ifindex)
 	if err != nil {
 		w.log.Warn("reading neighbour entry", "uplink", up.name, "err", err)
 		return
 	}
-	if ok && permanent && slices.Equal(mac, up.mac) {
+	if ok && permanent && slices.Equal(mac, up.fwd.MAC) {
+		return
+	}
+	if !w.kernel.HasCarrier(up.fwd.Ifindex) {
+		// The kernel flushes an interface's neighbours when it loses
+		// carrier; the uplink leaves the FIB and the entry is written
+		// again when it comes back.
+		up.neighbor = false
 		return
 	}
 	w.log.Warn("neighbour entry for the gateway was changed by someone else; restoring it",
-		"uplink", up.name, "gateway", Gateway, "found", mac.String(), "permanent", permanent, "present", ok, "want", up.mac.String())
-	if err := w.kernel.SetNeighbor(Neighbor{Ifindex: up.ifindex, MAC: up.mac}); err != nil {
+		"uplink", up.name, "gateway", Gateway, "found", mac.String(), "permanent", permanent, "present", ok, "want", up.fwd.MAC.String())
+	if err := w.kernel.SetNeighbor(Neighbor{Ifindex: up.fwd.Ifindex, MAC: up.fwd.MAC}); err != nil {
 		w.log.Error("restoring neighbour entry", "uplink", up.name, "err", err)
+		up.neighbor = false
+		w.setUsable(u, ipv4, false)
+		if w.retry.IsZero() {
+			w.retry = time.Now().Add(time.Second)
+		}
 		return
 	}
 	w.stats.NeighborWrites.Add(1)
@@ -326,7 +441,7 @@ func (w *Writer) SetBlackholes(ctx context.Context, prefixes []netip.Prefix) err
 		// Learned routes that a removed blackhole was hiding come back.
 		w.ops = w.ops[:0]
 		for _, p := range removed {
-			w.ops = w.appendSync(w.ops, p, w.rib.BestKey(p))
+			w.ops = w.appendSync(w.ops, p, w.rib.Select(p, w.usable), false)
 		}
 		w.apply()
 	})
@@ -348,7 +463,7 @@ func (w *Writer) Installed(ctx context.Context) ([]Route, error) {
 	err := w.query(ctx, func() {
 		for p, set := range w.installed {
 			r := w.route(p, set)
-			r.Via = w.vias(set&w.usable, familyOf(p))
+			r.Via = w.vias(w.forwarding(set, familyOf(p)), familyOf(p))
 			routes = append(routes, r)
 		}
 		for p := range w.installedBlackholes {
@@ -357,6 +472,19 @@ func (w *Writer) Installed(ctx context.Context) ([]Route, error) {
 	})
 	slices.SortFunc(routes, func(a, b Route) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	return routes, err
+}
+
+// Via returns, for every learned route in the kernel, the uplinks it
+// forwards through now.
+func (w *Writer) Via(ctx context.Context) (map[rib.Key]rib.NexthopSet, error) {
+	var out map[rib.Key]rib.NexthopSet
+	err := w.query(ctx, func() {
+		out = make(map[rib.Key]rib.NexthopSet, len(w.installed))
+		for p, set := range w.installed {
+			out[p] = w.forwarding(set, familyOf(p))
+		}
+	})
+	return out, err
 }
 
 // Flush removes every route, nexthop object and neighbour entry the writer
@@ -433,10 +561,10 @@ func (w *Writer) liveNexthop(id uint32) bool {
 // syncChanged applies what the RIB reports as changed.
 func (w *Writer) syncChanged() {
 	start := time.Now()
-	w.changes = w.rib.Drain(w.changes[:0])
+	w.changes = w.rib.Drain(w.changes[:0], w.usable)
 	w.ops = w.ops[:0]
 	for _, c := range w.changes {
-		w.ops = w.appendSync(w.ops, c.Key, c.Nexthops)
+		w.ops = w.appendSync(w.ops, c.Key, c.Selection, false)
 	}
 	n := len(w.ops)
 	if n == 0 {
@@ -446,104 +574,167 @@ func (w *Writer) syncChanged() {
 	w.log.Debug("fib batch applied", "changes", len(w.changes), "ops", n, "duration", time.Since(start))
 }
 
-// setUsable changes whether uplink u may carry routes and rewrites what is
-// affected.
-func (w *Writer) setUsable(u rib.Uplink, usable bool) {
-	if usable {
-		w.usable |= rib.Of(u)
-	} else {
-		w.usable &^= rib.Of(u)
-	}
-	if w.objects {
-		w.setUsableObjects(u, usable)
-		return
-	}
-	w.ops = w.ops[:0]
-	if usable {
-		// Every prefix whose best paths include u may gain a next hop.
-		w.rib.ForEach(func(p rib.Key, best rib.NexthopSet) {
-			if best.Has(u) {
-				w.ops = w.appendSync(w.ops, p, best)
-			}
-		})
-	} else {
-		for p, set := range w.installed {
-			if set.Has(u) {
-				w.ops = w.appendSync(w.ops, p, w.rib.BestKey(p))
-			}
-		}
-	}
-	w.apply()
+// isUsable: u may carry routes of fam (fresh or settled).
+func (w *Writer) isUsable(u rib.Uplink, fam family) bool {
+	return (w.usable[fam].Settled | w.usable[fam].Fresh).Has(u)
 }
 
-// setUsableObjects is setUsable with nexthop objects: one object
-// operation per family, plus per-route operations only for routes that
-// appear or disappear entirely.
-func (w *Writer) setUsableObjects(u rib.Uplink, usable bool) {
-	w.ops = w.ops[:0]
-	if !usable {
-		// The kernel removes the objects from every group, deletes groups
-		// left empty and every route pointing at a deleted object. (On
-		// carrier loss it has usually done so already.)
-		for fam := range w.nexthops {
-			if w.nexthops[fam].Has(u) {
-				w.ops = append(w.ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u, family(fam))}))
-			}
-		}
-		w.apply()
+// members are the uplinks a route written for set forwards through: its
+// settled usable ones, or when it has none, its fresh ones. This is what
+// the set's group object holds.
+func (w *Writer) members(set rib.NexthopSet, fam family) rib.NexthopSet {
+	if m := set & w.usable[fam].Settled; m != 0 {
+		return m
+	}
+	return set & w.usable[fam].Fresh
+}
+
+// forwarding are the uplinks the route installed for set uses now.
+func (w *Writer) forwarding(set rib.NexthopSet, fam family) rib.NexthopSet {
+	if w.objects {
+		return w.members(set, fam)
+	}
+	return set & (w.usable[fam].Settled | w.usable[fam].Fresh)
+}
+
+// setUsable changes whether uplink u may carry routes of family fam and
+// rewrites what is affected. An uplink that becomes usable while others
+// already carry the family is fresh for the settle time first.
+func (w *Writer) setUsable(u rib.Uplink, fam family, usable bool) {
+	if w.isUsable(u, fam) == usable {
 		return
 	}
-	for _, fam := range []family{ipv4, ipv6} {
-		via, ok := w.via(u, fam)
-		if !ok {
-			continue
-		}
-		id := nexthopID(u, fam)
-		kind := OpAdd
-		if _, adopted := w.adoptedNexthops[id]; adopted || w.nexthops[fam].Has(u) {
-			kind = OpReplace
-		}
-		w.ops = append(w.ops, nexthopOp(kind, &Nexthop{ID: id, Via: via}))
+	us := &w.usable[fam]
+	switch {
+	case !usable:
+		us.Settled &^= rib.Of(u)
+		us.Fresh &^= rib.Of(u)
+		w.freshUntil[fam][u] = time.Time{}
+	case w.settle > 0 && us.Settled&^rib.Of(u) != 0:
+		us.Fresh |= rib.Of(u)
+		w.freshUntil[fam][u] = time.Now().Add(w.settle)
+	default:
+		us.Settled |= rib.Of(u)
 	}
-	// Groups that lost u get it back: ECMP is restored by one operation
-	// per group, whatever the number of routes.
-	for k, g := range w.groups {
-		if k.set.Has(u) && !g.members.Has(u) {
-			w.ops = append(w.ops, w.groupOp(OpReplace, k))
+	w.ops = w.ops[:0]
+	if w.objects {
+		w.ops = w.appendUplinkObject(w.ops, u, fam, usable)
+		if !usable {
+			// Applied first, on its own: the kernel takes the uplink out of
+			// every ECMP group at once, which is what moves the traffic.
+			w.apply()
+			w.ops = w.ops[:0]
 		}
+		w.ops = w.appendGroupRefresh(w.ops, fam)
 	}
-	// Routes that had no usable next hop come back one by one.
-	w.rib.ForEach(func(p rib.Key, best rib.NexthopSet) {
-		if best.Has(u) {
-			w.ops = w.appendSync(w.ops, p, best)
+	w.resync(u, fam)
+}
+
+// settleUplink ends u's fresh time: routes that forward elsewhere spread
+// onto it.
+func (w *Writer) settleUplink(u rib.Uplink, fam family) {
+	w.freshUntil[fam][u] = time.Time{}
+	us := &w.usable[fam]
+	if !us.Fresh.Has(u) {
+		return
+	}
+	us.Fresh &^= rib.Of(u)
+	us.Settled |= rib.Of(u)
+	w.ops = w.ops[:0]
+	if w.objects {
+		w.ops = w.appendGroupRefresh(w.ops, fam)
+	}
+	w.resync(u, fam)
+}
+
+// resync appends, to w.ops, what the routes of fam that u offers a path
+// for need now, and applies everything.
+func (w *Writer) resync(u rib.Uplink, fam family) {
+	w.rib.ForOffers(u, w.usable, func(p rib.Key, sel rib.Selection) {
+		if familyOf(p) == fam {
+			w.ops = w.appendSync(w.ops, p, sel, true)
 		}
 	})
 	w.apply()
 }
 
+// appendUplinkObject appends the operation on u's own nexthop object for
+// fam: created when it becomes usable, deleted (which also takes it out
+// of every group) when it stops being.
+func (w *Writer) appendUplinkObject(ops []Op, u rib.Uplink, fam family, usable bool) []Op {
+	if !usable {
+		// The kernel removes the object from every group, deletes groups
+		// left empty and every route pointing at a deleted object. (On
+		// carrier loss it has usually done so already.)
+		if w.nexthops[fam].Has(u) {
+			ops = append(ops, nexthopOp(OpDelete, &Nexthop{ID: nexthopID(u, fam)}))
+		}
+		return ops
+	}
+	via, ok := w.via(u, fam)
+	if !ok {
+		return ops
+	}
+	id := nexthopID(u, fam)
+	kind := OpAdd
+	if _, adopted := w.adoptedNexthops[id]; adopted || w.nexthops[fam].Has(u) {
+		kind = OpReplace
+	}
+	return append(ops, nexthopOp(kind, &Nexthop{ID: id, Via: via}))
+}
+
+// appendGroupRefresh rewrites the groups of fam whose members changed:
+// one operation per group, whatever the number of routes.
+func (w *Writer) appendGroupRefresh(ops []Op, fam family) []Op {
+	for k, g := range w.groups {
+		if k.fam == fam && g.members != w.members(k.set, fam) {
+			w.ops = ops // groupOp looks for objects queued in w.ops
+			ops = append(ops, w.groupOp(OpReplace, k))
+		}
+	}
+	return ops
+}
+
 // via is uplink u's next hop for family fam; ok is false when it has none
 // (an IPv6 next hop needs the ToR's link-local address).
 func (w *Writer) via(u rib.Uplink, fam family) (Via, bool) {
-	up := w.uplinks[u]
+	f := w.uplinks[u].fwd
 	if fam == ipv4 {
-		return Via{Ifindex: up.ifindex, Gateway: Gateway}, true
+		return Via{Ifindex: f.Ifindex, Gateway: Gateway}, true
 	}
-	return Via{Ifindex: up.ifindex, Gateway: up.ll}, up.ll.IsValid()
+	return Via{Ifindex: f.Ifindex, Gateway: f.LL}, f.LL.IsValid()
 }
 
-// appendSync appends the ops that make the kernel's route for p match
-// best (restricted to usable uplinks), if any are needed.
-func (w *Writer) appendSync(ops []Op, p rib.Key, best rib.NexthopSet) []Op {
+// appendSync appends the ops that make the kernel's route for p match its
+// selection, if any are needed. A route that forwards keeps what it
+// forwards through and spreads onto further uplinks only after the
+// settle time (unless widen): the ToR behind a path just learned may not
+// have the route in its own FIB yet. Taking uplinks away never waits.
+func (w *Writer) appendSync(ops []Op, p rib.Key, sel rib.Selection, widen bool) []Op {
 	if _, ok := w.blackholes[p]; ok {
 		return ops
 	}
-	want := best & w.usable
+	fam := familyOf(p)
+	want := sel.Usable
 	have, ok := w.installed[p]
 	switch {
 	case want == 0 && ok:
+		delete(w.widen, p)
 		return append(ops, w.deleteOp(p))
 	case want == 0:
 		return ops
+	}
+	if ok && w.settle > 0 {
+		cur := w.forwarding(have, fam)
+		_, held := w.widen[p]
+		if want&^cur != 0 && want&cur != 0 && (!widen || held) {
+			if !held {
+				w.widen[p] = time.Now().Add(w.settle)
+			}
+			want &= cur
+		} else {
+			delete(w.widen, p)
+		}
 	}
 	if !w.objects {
 		if ok && have == want {
@@ -551,13 +742,19 @@ func (w *Writer) appendSync(ops []Op, p rib.Key, best rib.NexthopSet) []Op {
 		}
 		return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, want), nexthops: want, key: p})
 	}
-	// With objects the route names the whole best set; which of its
-	// uplinks are usable is the object's business.
-	if ok && have == best {
+	// With objects the route names the whole best set while its group
+	// holds exactly the uplinks wanted: which of them are usable is then
+	// the group object's business, so an uplink coming or going costs one
+	// group write, not one per route.
+	set := want
+	if w.members(sel.Best, fam) == want {
+		set = sel.Best
+	}
+	if ok && have == set {
 		return ops
 	}
-	if best.Len() > 1 {
-		k := groupKey{best, familyOf(p)}
+	if set.Len() > 1 {
+		k := groupKey{set, fam}
 		switch g, exists := w.groups[k]; {
 		case !exists:
 			kind := OpAdd
@@ -567,12 +764,12 @@ func (w *Writer) appendSync(ops []Op, p rib.Key, best rib.NexthopSet) []Op {
 			ops = append(ops, w.groupOp(kind, k))
 			// Recorded before apply so that later routes of the batch
 			// do not create it again; apply rolls it back on failure.
-			w.groups[k] = &group{members: want}
-		case g.members != want:
+			w.groups[k] = &group{members: w.members(set, fam)}
+		case g.members != w.members(set, fam):
 			ops = append(ops, w.groupOp(OpReplace, k))
 		}
 	}
-	return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, best), nexthops: best, key: p})
+	return append(ops, Op{Kind: w.addKind(p), Route: w.route(p, set), nexthops: set, key: p})
 }
 
 // addKind replaces routes we own and only creates the others, so that a
@@ -602,7 +799,7 @@ func nexthopOp(kind OpKind, nh *Nexthop) Op {
 // groupOp writes the group object for k with its usable members.
 func (w *Writer) groupOp(kind OpKind, k groupKey) Op {
 	nh := &Nexthop{ID: groupID(k.set, k.fam)}
-	for _, u := range (k.set & w.usable).Uplinks() {
+	for _, u := range w.members(k.set, k.fam).Uplinks() {
 		if w.nexthops[k.fam].Has(u) || w.pendingNexthop(u, k.fam) {
 			nh.Group = append(nh.Group, nexthopID(u, k.fam))
 		}
@@ -781,7 +978,7 @@ func (w *Writer) recordNexthop(op Op) {
 		if op.Kind == OpDelete {
 			delete(w.groups, k)
 		} else if g := w.groups[k]; g != nil {
-			g.members = set & w.usable
+			g.members = w.members(set, fam)
 		}
 		return
 	}
@@ -831,10 +1028,10 @@ func (w *Writer) collectGroups() {
 
 func (w *Writer) deleteNeighbor(u rib.Uplink) {
 	up := w.uplinks[u]
-	if up.ifindex == 0 {
+	if up.fwd.Ifindex == 0 {
 		return
 	}
-	if err := w.kernel.DeleteNeighbor(up.ifindex); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENODEV) {
+	if err := w.kernel.DeleteNeighbor(up.fwd.Ifindex); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENODEV) {
 		w.log.Warn("removing neighbour entry", "uplink", up.name, "err", err)
 	}
 }

@@ -31,9 +31,11 @@ type fakeKernel struct {
 	neighbors map[int]net.HardwareAddr
 	applies   int
 	ops       int
-	// neighborEvents stands in for the kernel's neighbour notifications.
-	neighborEvents chan int
-	fail           map[netip.Prefix]error
+	// noCarrier lists interfaces that have lost carrier.
+	noCarrier map[int]bool
+	// neighborErr fails SetNeighbor.
+	neighborErr error
+	fail      map[netip.Prefix]error
 }
 
 func newFakeKernel(objects bool) *fakeKernel {
@@ -45,7 +47,7 @@ func newFakeKernel(objects bool) *fakeKernel {
 		neighbors: map[int]net.HardwareAddr{},
 		fail:      map[netip.Prefix]error{},
 
-		neighborEvents: make(chan int, 8),
+		noCarrier: map[int]bool{},
 	}
 }
 
@@ -184,6 +186,9 @@ func (k *fakeKernel) carrierLoss(ifindex int) {
 func (k *fakeKernel) SetNeighbor(n Neighbor) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.neighborErr != nil {
+		return k.neighborErr
+	}
 	k.neighbors[n.Ifindex] = slices.Clone(n.MAC)
 	return nil
 }
@@ -205,15 +210,10 @@ func (k *fakeKernel) LookupNeighbor(ifindex int) (net.HardwareAddr, bool, bool, 
 	return mac, ok, ok, nil
 }
 
-func (k *fakeKernel) WatchNeighbors(ctx context.Context, changed func(int)) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ifi := <-k.neighborEvents:
-			changed(ifi)
-		}
-	}
+func (k *fakeKernel) HasCarrier(ifindex int) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.noCarrier[ifindex]
 }
 
 func (k *fakeKernel) Close() error { return nil }
@@ -295,6 +295,17 @@ func newHarness(t *testing.T, k *fakeKernel) *harness {
 	return h
 }
 
+// up makes uplink u usable for both families through the ToR at mac/ll.
+func (h *harness) up(u rib.Uplink, name string, ifindex int, mac net.HardwareAddr, ll netip.Addr) {
+	h.w.SetForwarding(h.ctx, u, name, Forwarding{V4: true, V6: true, Ifindex: ifindex, MAC: mac, LL: ll})
+}
+
+// down takes uplink u out of the FIB.
+func (h *harness) down(u rib.Uplink) {
+	ifindex := map[rib.Uplink]int{0: 2, 1: 3}[u]
+	h.w.SetForwarding(h.ctx, u, ifnames[ifindex], Forwarding{Ifindex: ifindex})
+}
+
 // expect waits until the fake kernel renders as want.
 func (h *harness) expect(want string) {
 	h.t.Helper()
@@ -329,7 +340,7 @@ func trimLines(s string) string {
 func TestWriterInstallsSeedShape(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		h := newHarness(t, newFakeKernel(objects))
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(0, c2bk, 2)
@@ -355,8 +366,8 @@ func TestWriterInstallsSeedShape(t *testing.T) {
 func TestWriterECMPAndUplinkLoss(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		h := newHarness(t, newFakeKernel(objects))
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
-		h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2, tor2)
+		h.up(0, "ens3", 2, mac1, tor1)
+		h.up(1, "ens4", 3, mac2, tor2)
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(1, c2lo, 2)
 		h.rib.Update(0, c3lo, 2)
@@ -369,18 +380,20 @@ func TestWriterECMPAndUplinkLoss(t *testing.T) {
 			nexthop via 169.254.0.1 dev ens4 weight 1 onlink
 			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
 
-		// Carrier loss on ens3: the group shrinks, the single-path route goes,
-		// before BGP has withdrawn anything.
-		h.w.UplinkDown(h.ctx, 0)
+		// Carrier loss on ens3: the group shrinks, and the route whose
+		// shortest path was through ens3 alone moves to its longer path
+		// through ens4, before BGP has withdrawn anything.
+		h.down(0)
 		h.expect(`
 			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
 			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
-			2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink`)
+			2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink
+			3.3.3.3 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink`)
 
 		// The session on ens3 resets (paths dropped) and then ens3 returns:
 		// once it relearns, ECMP is back.
 		h.rib.DropUplink(0)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(0, c3lo, 2)
 		h.expect(`
@@ -400,7 +413,7 @@ func TestWriterUplinkUpRestoresKnownPaths(t *testing.T) {
 		// yet): nothing can be installed, but nothing is lost either.
 		h.rib.Update(0, c2lo, 2)
 		h.expect(``)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		h.expect(`
 			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
 			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
@@ -412,7 +425,7 @@ func TestWriterNeverTouchesForeignRoutes(t *testing.T) {
 		k := newFakeKernel(objects)
 		k.foreign[c2lo] = "admin route"
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		h.rib.Update(0, c2lo, 2)
 		h.rib.Update(0, c3lo, 2)
 		h.expect(`
@@ -442,7 +455,7 @@ func TestWriterAdoptsAndSweepsLeftovers(t *testing.T) {
 		k.routes[c2lo] = Route{Prefix: c2lo, Metric: 20, Via: []Via{{2, Gateway}}}
 		k.routes[c3lo] = Route{Prefix: c3lo, Metric: 20, Via: []Via{{2, Gateway}}}
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		// Relearned: replaced in place, not duplicated, not refused.
 		h.rib.Update(0, c2lo, 2)
 		h.expect(`
@@ -465,7 +478,7 @@ func TestWriterFlushRemovesEverythingItOwns(t *testing.T) {
 		k.foreign[c3lo] = "dhcp"
 		k.routes[netip.MustParsePrefix("9.9.9.9/32")] = Route{Prefix: netip.MustParsePrefix("9.9.9.9/32"), Metric: 20}
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		h.w.SetBlackholes(h.ctx, []netip.Prefix{c1bk})
 		h.rib.Update(0, c2lo, 2)
 		h.expect(`
@@ -490,17 +503,28 @@ func TestWriterRestoresTamperedNeighbor(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		k := newFakeKernel(objects)
 		h := newHarness(t, k)
-		go h.w.WatchNeighbors(h.ctx)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
 		k.mu.Lock()
 		k.neighbors[2] = mac2
 		k.mu.Unlock()
-		k.neighborEvents <- 2
+		h.w.CheckNeighbor(h.ctx, 2)
 		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
 		k.DeleteNeighbor(2)
-		k.neighborEvents <- 2
+		h.w.CheckNeighbor(h.ctx, 2)
 		h.expect(`169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT`)
+		writes := h.w.Stats().NeighborWrites.Load()
+		// The kernel flushes the entry itself when the link loses carrier:
+		// nothing to restore, and nothing to complain about.
+		k.mu.Lock()
+		k.noCarrier[2] = true
+		delete(k.neighbors, 2)
+		k.mu.Unlock()
+		h.w.CheckNeighbor(h.ctx, 2)
+		h.expect(``)
+		if n := h.w.Stats().NeighborWrites.Load(); n != writes {
+			t.Fatalf("rewrote the entry of a link without carrier")
+		}
 	})
 }
 
@@ -508,7 +532,7 @@ func TestWriterBatchesBursts(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		k := newFakeKernel(objects)
 		h := newHarness(t, k)
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+		h.up(0, "ens3", 2, mac1, tor1)
 		h.w.Installed(h.ctx)
 		k.mu.Lock()
 		before := k.applies
@@ -539,8 +563,8 @@ func TestWriterBatchesBursts(t *testing.T) {
 func TestWriterObjectsLinkFlapIsCheap(t *testing.T) {
 	k := newFakeKernel(true)
 	h := newHarness(t, k)
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
-	h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2, tor2)
+	h.up(0, "ens3", 2, mac1, tor1)
+	h.up(1, "ens4", 3, mac2, tor2)
 	const ecmp, single = 1000, 10
 	prefix := func(i int) netip.Prefix {
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 77, byte(i >> 8), byte(i)}), 32)
@@ -562,7 +586,7 @@ func TestWriterObjectsLinkFlapIsCheap(t *testing.T) {
 	// writer hears of it.
 	before := opsBefore()
 	k.carrierLoss(2)
-	h.w.UplinkDown(h.ctx, 0)
+	h.down(0)
 	waitRoutes(t, h, ecmp)
 	if n := opsBefore() - before; n > 2 {
 		t.Errorf("uplink down took %d kernel operations", n)
@@ -573,7 +597,7 @@ func TestWriterObjectsLinkFlapIsCheap(t *testing.T) {
 
 	// Back: one object, one group, and the single-path routes again.
 	before = opsBefore()
-	h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
+	h.up(0, "ens3", 2, mac1, tor1)
 	waitRoutes(t, h, ecmp+single)
 	h.w.Installed(h.ctx)
 	// An IPv4 and an IPv6 object, the group, and the single-path routes.
@@ -608,8 +632,8 @@ func firstLines(s string, n int) string {
 func TestWriterIPv6(t *testing.T) {
 	modes(t, func(t *testing.T, objects bool) {
 		h := newHarness(t, newFakeKernel(objects))
-		h.w.SetUplink(h.ctx, 0, "ens3", 2, mac1, tor1)
-		h.w.SetUplink(h.ctx, 1, "ens4", 3, mac2, tor2)
+		h.up(0, "ens3", 2, mac1, tor1)
+		h.up(1, "ens4", 3, mac2, tor2)
 		v6lo := netip.MustParsePrefix("fd00::2/128")
 		v6net := netip.MustParsePrefix("2001:db8:2::/64")
 		h.rib.Update(0, v6lo, 2)
@@ -624,10 +648,114 @@ func TestWriterIPv6(t *testing.T) {
 			nexthop via fe80::1 dev ens3 weight 1
 			nexthop via fe80::2 dev ens4 weight 1
 			fd00::2 via fe80::1 dev ens3 proto bgp metric 20`)
-		h.w.UplinkDown(h.ctx, 0)
+		h.down(0)
 		h.expect(`
 			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
 			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
 			2001:db8:2::/64 via fe80::2 dev ens4 proto bgp metric 20`)
+	})
+}
+
+// An uplink whose neighbour entry cannot be written carries no IPv4
+// route (it would blackhole), and the write is retried until it works.
+func TestWriterWaitsForNeighborEntry(t *testing.T) {
+	modes(t, func(t *testing.T, objects bool) {
+		k := newFakeKernel(objects)
+		k.neighborErr = syscall.ENOBUFS
+		h := newHarness(t, k)
+		h.rib.Update(0, c2lo, 2)
+		h.up(0, "ens3", 2, mac1, tor1)
+		h.expect(``)
+		if v4, v6, _ := h.w.Usable(h.ctx, 0); v4 || !v6 {
+			t.Fatalf("usable v4=%v v6=%v with the neighbour entry failing", v4, v6)
+		}
+		k.mu.Lock()
+		k.neighborErr = nil
+		k.mu.Unlock()
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+	})
+}
+
+// With a settle time, traffic that flows spreads onto an uplink that has
+// just become usable, or just sent a path, only after it; a route with
+// no other path does not wait.
+func TestWriterSettlesBeforeWidening(t *testing.T) {
+	modes(t, func(t *testing.T, objects bool) {
+		k := newFakeKernel(objects)
+		r := rib.New()
+		w := NewWriter(k, r, Options{Metric: 20, Settle: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if _, err := w.Adopt(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { w.Run(ctx); close(done) }()
+		h := &harness{t: t, kernel: k, rib: r, w: w, ctx: ctx, stop: func() { cancel(); <-done }}
+		t.Cleanup(h.stop)
+
+		h.up(1, "ens4", 3, mac2, tor2)
+		r.Update(1, c2lo, 2)
+		r.Update(0, c2lo, 2)
+		r.Update(0, c3lo, 2) // only through ens3
+		h.expect(`
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink`)
+		start := time.Now()
+		h.up(0, "ens3", 2, mac1, tor1)
+		// At once: the route only ens3 can carry. Not yet: ECMP.
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		if time.Since(start) > 200*time.Millisecond {
+			t.Fatalf("the route without another path waited %v", time.Since(start))
+		}
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 proto bgp metric 20
+			nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+			nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		if took := time.Since(start); took < 250*time.Millisecond {
+			t.Fatalf("ECMP widened after %v, before the settle time", took)
+		}
+		// A path just sent by a settled uplink waits as well.
+		start = time.Now()
+		r.Update(1, c3lo, 2)
+		time.Sleep(100 * time.Millisecond)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 proto bgp metric 20
+			nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+			nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 proto bgp metric 20
+			nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+			nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+			3.3.3.3 proto bgp metric 20
+			nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+			nexthop via 169.254.0.1 dev ens4 weight 1 onlink`)
+		if took := time.Since(start); took < 250*time.Millisecond {
+			t.Fatalf("the new path was used after %v, before the settle time", took)
+		}
+		// Taking an uplink away never waits.
+		start = time.Now()
+		h.down(0)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink
+			3.3.3.3 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink`)
+		if took := time.Since(start); took > 200*time.Millisecond {
+			t.Fatalf("taking the uplink away took %v", took)
+		}
 	})
 }

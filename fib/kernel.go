@@ -1,7 +1,6 @@
 package fib
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -150,9 +149,8 @@ type Kernel interface {
 	// LookupNeighbor returns the MAC of Gateway's entry on ifindex and
 	// whether it is a permanent entry; ok is false when there is none.
 	LookupNeighbor(ifindex int) (mac net.HardwareAddr, permanent, ok bool, err error)
-	// WatchNeighbors calls changed with the interface of every change to
-	// a Gateway neighbour entry until ctx is done.
-	WatchNeighbors(ctx context.Context, changed func(ifindex int)) error
+	// HasCarrier reports whether interface ifindex is up with carrier.
+	HasCarrier(ifindex int) bool
 	Close() error
 }
 

@@ -1,7 +1,6 @@
 package fib
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -350,37 +349,14 @@ func (k *NetlinkKernel) LookupNeighbor(ifindex int) (net.HardwareAddr, bool, boo
 	return nil, false, false, nil
 }
 
-// WatchNeighbors follows the kernel's neighbour changes for Gateway.
-func (k *NetlinkKernel) WatchNeighbors(ctx context.Context, changed func(ifindex int)) error {
-	updates := make(chan netlink.NeighUpdate, 64)
-	errc := make(chan error, 1)
-	err := netlink.NeighSubscribeWithOptions(updates, ctx.Done(), netlink.NeighSubscribeOptions{
-		ErrorCallback: func(err error) {
-			select {
-			case errc <- err:
-			default:
-			}
-		},
-	})
+// HasCarrier reports whether interface ifindex is up with carrier.
+func (k *NetlinkKernel) HasCarrier(ifindex int) bool {
+	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
-		return fmt.Errorf("subscribing to neighbour changes: %w", err)
+		return false
 	}
-	gw := Gateway.AsSlice()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			return fmt.Errorf("neighbour subscription: %w", err)
-		case u, ok := <-updates:
-			if !ok {
-				return nil
-			}
-			if u.IP.Equal(gw) {
-				changed(u.LinkIndex)
-			}
-		}
-	}
+	const up = unix.IFF_UP | unix.IFF_LOWER_UP
+	return l.Attrs().RawFlags&up == up
 }
 
 func nlmAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }

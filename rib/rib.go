@@ -115,14 +115,15 @@ type entry struct {
 	asPathLen [MaxUplinks]uint8
 }
 
-// best selects the uplinks whose paths have the shortest AS path. In an eBGP
-// fabric every other tie-breaker (local preference, MED between different
-// neighbour ASes) is either absent or must be ignored for ECMP across ToRs,
-// which is what multipath-relax means.
-func (e *entry) best() NexthopSet {
+// best selects, among the uplinks in mask, those whose paths have the
+// shortest AS path. In an eBGP fabric every other tie-breaker (local
+// preference, MED between different neighbour ASes) is either absent or
+// must be ignored for ECMP across ToRs, which is what multipath-relax
+// means.
+func (e *entry) best(mask NexthopSet) NexthopSet {
 	var set NexthopSet
 	shortest := 256
-	for v := uint64(e.offers); v != 0; v &= v - 1 {
+	for v := uint64(e.offers & mask); v != 0; v &= v - 1 {
 		u := Uplink(bits.TrailingZeros64(v))
 		switch l := int(e.asPathLen[u]); {
 		case l < shortest:
@@ -134,11 +135,43 @@ func (e *entry) best() NexthopSet {
 	return set
 }
 
-// Change is a prefix whose best nexthop set may have changed. An empty
-// Nexthops means the prefix has no path left and must leave the FIB.
+// All is the mask of every uplink.
+const All = ^NexthopSet(0)
+
+// Usable says which uplinks may carry a family's traffic. Fresh ones have
+// just become usable: their ToR has said it can forward, but a ToR often
+// announces a route a moment before its own FIB holds it, so they carry
+// only what no settled uplink can.
+type Usable struct {
+	Settled, Fresh NexthopSet
+}
+
+// Selection is a prefix's best paths: among all uplinks, and among those
+// that may carry traffic now. An uplink whose ToR cannot forward (its
+// session is syncing, or gone with its paths kept) must not hide a
+// longer path through another one.
+type Selection struct {
+	// Best are the uplinks with the shortest AS path of all.
+	Best NexthopSet
+	// Usable are the uplinks with the shortest AS path among the settled
+	// usable ones, or when none has a path, among the fresh ones too:
+	// where the route points. Empty: no route.
+	Usable NexthopSet
+}
+
+func (e *entry) selection(usable [2]Usable, fam int) Selection {
+	u := usable[fam]
+	sel := Selection{Best: e.best(All), Usable: e.best(u.Settled)}
+	if sel.Usable == 0 {
+		sel.Usable = e.best(u.Settled | u.Fresh)
+	}
+	return sel
+}
+
+// Change is a prefix whose selection may have changed.
 type Change struct {
-	Key      Key
-	Nexthops NexthopSet
+	Key Key
+	Selection
 }
 
 // RIB is safe for concurrent use: the BGP event callback writes it and the
@@ -272,31 +305,40 @@ func (r *RIB) SweepStale(u Uplink, family int) int {
 	return n
 }
 
-// Drain appends every changed prefix with its current best nexthop set to
-// buf and forgets the changes. Prefixes that changed and changed back are
-// included; the FIB writer compares against what it installed.
-func (r *RIB) Drain(buf []Change) []Change {
+// Drain appends every changed prefix with its selection, given the
+// uplinks usable per family (index 0 IPv4, 1 IPv6), to buf and forgets the
+// changes. Prefixes that changed and changed back are included; the FIB
+// writer compares against what it installed.
+func (r *RIB) Drain(buf []Change, usable [2]Usable) []Change {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k := range r.dirty {
 		e := r.routes[k]
-		buf = append(buf, Change{Key: k, Nexthops: e.best()})
+		buf = append(buf, Change{Key: k, Selection: e.selection(usable, k.family())})
 	}
 	clear(r.dirty)
 	return buf
 }
 
-// Best returns the nexthop set currently chosen for prefix.
+// Best returns the uplinks with the shortest AS path to prefix.
 func (r *RIB) Best(prefix netip.Prefix) NexthopSet {
-	return r.BestKey(KeyOf(prefix))
+	return r.Select(KeyOf(prefix), [2]Usable{{Settled: All}, {Settled: All}}).Best
 }
 
-// BestKey is Best for a Key.
-func (r *RIB) BestKey(k Key) NexthopSet {
+// Select returns k's selection given the usable uplinks per family.
+func (r *RIB) Select(k Key, usable [2]Usable) Selection {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.routes[k]
-	return e.best()
+	return e.selection(usable, k.family())
+}
+
+// Stale returns the uplinks whose path to prefix is kept from a session
+// that ended.
+func (r *RIB) Stale(prefix netip.Prefix) NexthopSet {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.routes[KeyOf(prefix)].stale
 }
 
 // Offers returns the uplinks that offer a path to prefix (the accepted
@@ -307,13 +349,15 @@ func (r *RIB) Offers(prefix netip.Prefix) NexthopSet {
 	return r.routes[KeyOf(prefix)].offers
 }
 
-// ForEach calls fn with every prefix and its best nexthop set. fn must not
-// call back into the RIB.
-func (r *RIB) ForEach(fn func(Key, NexthopSet)) {
+// ForOffers calls fn with every prefix that uplink u offers a path for,
+// and its selection. fn must not call back into the RIB.
+func (r *RIB) ForOffers(u Uplink, usable [2]Usable, fn func(Key, Selection)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, e := range r.routes {
-		fn(k, e.best())
+		if e.offers.Has(u) {
+			fn(k, e.selection(usable, k.family()))
+		}
 	}
 }
 

@@ -11,10 +11,13 @@ var (
 	p2 = netip.MustParsePrefix("10.1.71.192/26")
 )
 
+// everything: every uplink usable and settled.
+var everything = [2]Usable{{Settled: All}, {Settled: All}}
+
 func drain(r *RIB) map[netip.Prefix]NexthopSet {
 	out := map[netip.Prefix]NexthopSet{}
-	for _, c := range r.Drain(nil) {
-		out[c.Key.Prefix()] = c.Nexthops
+	for _, c := range r.Drain(nil, everything) {
+		out[c.Key.Prefix()] = c.Usable
 	}
 	return out
 }
@@ -136,7 +139,7 @@ func BenchmarkUpdateDrain100k(b *testing.B) {
 		for _, p := range prefixes {
 			r.Update(0, p, 2)
 		}
-		buf = r.Drain(buf[:0])
+		buf = r.Drain(buf[:0], everything)
 	}
 }
 
@@ -178,5 +181,49 @@ func TestSweepStaleByFamily(t *testing.T) {
 	}
 	if n := r.SweepStale(0, 6); n != 1 || r.Len() != 0 {
 		t.Fatalf("IPv6 sweep removed %d, %d left", n, r.Len())
+	}
+}
+
+// TestSelectionAmongUsable: an uplink that cannot carry traffic must not
+// hide a longer path through one that can; fresh uplinks carry only what
+// no settled one can.
+func TestSelectionAmongUsable(t *testing.T) {
+	r := New()
+	r.Update(0, p1, 2) // shortest, through uplink 0
+	r.Update(1, p1, 3)
+	r.Update(2, p1, 3)
+	r.Update(2, p2, 2) // only uplink 2 has p2
+	k1, k2 := KeyOf(p1), KeyOf(p2)
+	tests := []struct {
+		name         string
+		usable       Usable
+		want1, want2 NexthopSet
+	}{
+		{"all settled", Usable{Settled: All}, Of(0), Of(2)},
+		{"shortest unusable: the longer ECMP pair", Usable{Settled: Of(1, 2)}, Of(1, 2), Of(2)},
+		{"shortest fresh: settled longer paths first", Usable{Settled: Of(1, 2), Fresh: Of(0)}, Of(1, 2), Of(2)},
+		{"only fresh has it", Usable{Settled: Of(0, 1), Fresh: Of(2)}, Of(0), Of(2)},
+		{"nothing usable", Usable{}, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := [2]Usable{tt.usable, tt.usable}
+			s1, s2 := r.Select(k1, u), r.Select(k2, u)
+			if s1.Usable != tt.want1 || s2.Usable != tt.want2 || s1.Best != Of(0) {
+				t.Errorf("p1 %+v, p2 %+v; want p1 %v, p2 %v, best of p1 {0}", s1, s2, tt.want1, tt.want2)
+			}
+		})
+	}
+	var seen []Key
+	r.ForOffers(1, everything, func(k Key, _ Selection) { seen = append(seen, k) })
+	if len(seen) != 1 || seen[0] != k1 {
+		t.Errorf("ForOffers(1) = %v, want only p1", seen)
+	}
+	if r.Stale(p1) != 0 {
+		t.Errorf("stale before MarkStale")
+	}
+	r.MarkStale(2)
+	if r.Stale(p1) != Of(2) || r.Stale(p2) != Of(2) {
+		t.Errorf("Stale = %v, %v after MarkStale(2)", r.Stale(p1), r.Stale(p2))
 	}
 }

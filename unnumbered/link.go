@@ -85,9 +85,10 @@ func (l *Link) Solicit() {
 	}
 }
 
-// Advertise starts our router advertisements if Config.DeferAdvertisements
-// held them back, sending one at once (non-blocking; later calls do
-// nothing).
+// Advertise sends our router advertisement now, or as soon as the link
+// can (once it has carrier and a usable link-local address, and at most
+// one a second), and periodically from then on until the link goes down
+// (non-blocking; calls made while one is pending are merged).
 func (l *Link) Advertise() {
 	select {
 	case l.advertise <- struct{}{}:
@@ -149,7 +150,6 @@ func (l *Link) Run(ctx context.Context, events chan<- Event) error {
 		rsBackoff:   backoff.Backoff{Min: time.Second, Max: 16 * time.Second},
 		warnIgnored: rateLimiter{every: 30 * time.Second},
 		warnOpen:    rateLimiter{every: 30 * time.Second},
-		advertising: !l.cfg.DeferAdvertisements,
 	}
 	defer func() {
 		r.closeConn()
@@ -184,7 +184,7 @@ type runner struct {
 	openBackoff, rsBackoff backoff.Backoff
 	warnIgnored, warnOpen  rateLimiter
 
-	// advertising is false while Config.DeferAdvertisements holds our RAs.
+	// advertising: our RAs go out (Advertise was called since link-up).
 	advertising bool
 }
 
@@ -209,10 +209,8 @@ func (r *runner) loop(ctx context.Context, states <-chan linkState) {
 			// solicits anyway.
 			r.sendRS(time.Now())
 		case <-r.l.advertise:
-			if !r.advertising {
-				r.advertising = true
-				r.sendRA(time.Now())
-			}
+			r.advertising = true
+			r.advertiseNow(time.Now())
 		case now := <-wake.C:
 			r.onTimer(ctx, now)
 		}
@@ -286,13 +284,14 @@ func (r *runner) linkUp(ctx context.Context, now time.Time) {
 	r.tr.setLink(r.st.Name, r.st.Index)
 	r.l.updateStatus(func(s *Status) { s.LinkUp = true })
 	r.log.Info("link up", "ifindex", r.st.Index)
-	r.emit(ctx, Event{Kind: LinkUp, Interface: r.l.cfg.Interface})
+	r.emit(ctx, Event{Kind: LinkUp, Interface: r.l.cfg.Interface, Index: r.st.Index})
 	r.openBackoff.Reset()
 	r.tryOpen(now)
 }
 
 func (r *runner) linkDown(ctx context.Context, st linkState) {
 	r.up = false
+	r.advertising = false // until asked again: the peer may not be there
 	r.openDue, r.raDue, r.rsDue = time.Time{}, time.Time{}, time.Time{}
 	n, hadNeighbor := r.tr.reset()
 	r.l.updateStatus(func(s *Status) {
@@ -439,18 +438,16 @@ func (r *runner) onRA(ctx context.Context, p packet, ra *ndp.RouterAdvertisement
 		r.ignore(p.at, "ignoring router advertisement from a second router",
 			"src", p.src, "mac", mac.String(), "current", cur.Addr, "current_mac", cur.MAC.String())
 	case raRefresh:
-		r.setNeighborStatus()
+		n := r.setNeighborStatus()
+		// Every RA of the ToR: a ToR heard again after its BGP restarted
+		// may need ours before it connects.
+		r.emit(ctx, Event{Kind: NeighborUp, Interface: r.l.cfg.Interface, Index: r.st.Index, Neighbor: n})
 	case raUp:
 		n := r.setNeighborStatus()
 		r.log.Info("neighbor up", "addr", n.Addr, "mac", n.MAC.String(), "router_lifetime", n.RouterLifetime)
 		r.rsDue = time.Time{}
 		r.rsBackoff.Reset()
-		r.emit(ctx, Event{Kind: NeighborUp, Interface: r.l.cfg.Interface, Neighbor: n})
-		// A router that just appeared (or came back after a flap, its
-		// address fresh from DAD) may not have heard our earlier RAs:
-		// advertise now rather than at the next period, since FRR will
-		// not connect before it has.
-		r.sendRA(p.at)
+		r.emit(ctx, Event{Kind: NeighborUp, Interface: r.l.cfg.Interface, Index: r.st.Index, Neighbor: n})
 	}
 }
 
@@ -470,6 +467,12 @@ func (r *runner) onRS(p packet) {
 		// can first answer us. Ask now instead of at our next retry.
 		r.sendRS(now)
 	}
+	r.advertiseNow(now)
+}
+
+// advertiseNow sends our RA now, or when minRAGap since the last one has
+// passed.
+func (r *runner) advertiseNow(now time.Time) {
 	if next := r.lastRA.Add(minRAGap); now.Before(next) {
 		if r.raDue.IsZero() || next.Before(r.raDue) {
 			r.raDue = next

@@ -284,6 +284,8 @@ func TestRunLifecycle(t *testing.T) {
 
 	h.setState(upState(3))
 	h.expectEvent(LinkUp)
+	// What the uplink's machine does for a ToR it knows: advertise.
+	h.l.Advertise()
 	c := h.nextConn()
 	expectRS(t, c)
 	expectRA(t, c)
@@ -295,10 +297,9 @@ func TestRunLifecycle(t *testing.T) {
 		n.RouterLifetime != 15*time.Second || n.LastRA.IsZero() {
 		t.Fatalf("NeighborUp %+v", n)
 	}
-	expectRA(t, c) // the new router hears from us at once
-
-	// Refresh: no event.
+	// A refresh is an event too: the machine decides what it means.
 	c.inject(t, raBytes(t, mac1, 15*time.Second), 255, tor1)
+	h.expectEvent(NeighborUp)
 	// Hop limit 64 and a different MAC: must not be believed.
 	c.inject(t, raBytes(t, mac2, 15*time.Second), 64, tor1)
 	// Garbage of the right type.
@@ -313,8 +314,8 @@ func TestRunLifecycle(t *testing.T) {
 	if !st.LinkUp || st.Neighbor == nil || st.Neighbor.MAC.String() != mac1 || st.Interface != "ens3" {
 		t.Fatalf("status %+v", st)
 	}
-	if st.RAsReceived != 3 || st.RAsIgnored != 3 || st.RAsSent != 2 || st.RSsSent != 1 {
-		t.Fatalf("counters: received %d ignored %d sent %d/%d, want 3 3 2/1",
+	if st.RAsReceived != 3 || st.RAsIgnored != 3 || st.RAsSent != 1 || st.RSsSent != 1 {
+		t.Fatalf("counters: received %d ignored %d sent %d/%d, want 3 3 1/1",
 			st.RAsReceived, st.RAsIgnored, st.RAsSent, st.RSsSent)
 	}
 	st.Neighbor.MAC[0] = 0xff // must not reach the Link's copy
@@ -342,11 +343,13 @@ func TestRunLifecycle(t *testing.T) {
 		t.Fatal("socket left open on link down")
 	}
 
-	// Back up: a new socket, solicitation right away.
+	// Back up: a new socket, solicitation right away; our RAs only once
+	// asked for again.
 	h.setState(upState(3))
 	h.expectEvent(LinkUp)
 	c = h.nextConn()
 	expectRS(t, c)
+	h.l.Advertise()
 	expectRA(t, c)
 	c.inject(t, raBytes(t, mac1, 15*time.Second), 255, tor1)
 	h.expectEvent(NeighborUp)
@@ -367,6 +370,7 @@ func TestRunWaitsForAddress(t *testing.T) {
 	begin := time.Now()
 	h.setState(upState(3))
 	h.expectEvent(LinkUp) // before the address is ready
+	h.l.Advertise()
 	c := h.nextConn()
 	// Two quick retries while tentative, then one backoff step.
 	if d := time.Since(begin); d < 2*addrRetry+100*time.Millisecond {
@@ -381,13 +385,13 @@ func TestRunNeighborExpires(t *testing.T) {
 	h := start(t, Config{RAInterval: time.Hour}, sys, make(chan Event, 8))
 	h.setState(upState(3))
 	h.expectEvent(LinkUp)
+	h.l.Advertise()
 	c := h.nextConn()
 	expectRS(t, c)
 	expectRA(t, c)
 
 	c.inject(t, raBytes(t, mac1, time.Second), 255, tor1)
 	up := h.expectEvent(NeighborUp)
-	expectRA(t, c) // a new router hears from us at once
 	down := h.expectEvent(NeighborDown)
 	if down.Neighbor.Addr != up.Neighbor.Addr {
 		t.Fatalf("NeighborDown for %v, want %v", down.Neighbor.Addr, up.Neighbor.Addr)
@@ -404,6 +408,7 @@ func TestRunPeriodicRA(t *testing.T) {
 	h := start(t, Config{RAInterval: 50 * time.Millisecond}, sys, make(chan Event, 8))
 	h.setState(upState(3))
 	h.expectEvent(LinkUp)
+	h.l.Advertise()
 	c := h.nextConn()
 	expectRS(t, c)
 	begin := time.Now()
@@ -441,6 +446,7 @@ func TestRunOwnMACChange(t *testing.T) {
 	h := start(t, Config{RAInterval: time.Hour}, sys, make(chan Event, 8))
 	h.setState(upState(3))
 	h.expectEvent(LinkUp)
+	h.l.Advertise()
 	c := h.nextConn()
 	expectRS(t, c)
 	expectRA(t, c)
@@ -461,6 +467,7 @@ func TestRunWriteErrorReopens(t *testing.T) {
 	h := start(t, Config{RAInterval: time.Hour}, sys, make(chan Event, 8))
 	h.setState(upState(3))
 	h.expectEvent(LinkUp)
+	h.l.Advertise()
 	bad := h.nextConn()
 	good := h.nextConn()
 	if !bad.isClosed() {
@@ -526,7 +533,7 @@ func TestRateLimiter(t *testing.T) {
 
 func TestRunDeferredAdvertisements(t *testing.T) {
 	sys := newFakeSystem()
-	h := start(t, Config{RAInterval: 20 * time.Millisecond, DeferAdvertisements: true}, sys, make(chan Event, 8))
+	h := start(t, Config{RAInterval: 20 * time.Millisecond}, sys, make(chan Event, 8))
 	h.setState(upState(3))
 	h.expectEvent(LinkUp)
 	c := h.nextConn()

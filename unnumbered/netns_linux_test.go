@@ -382,15 +382,36 @@ func serverHalf(t *testing.T) {
 			t.Errorf("%d goroutines after Run returned, %d before:\n%s", n, goroutines, buf[:runtime.Stack(buf, true)])
 		}
 	}()
+	// next returns the next event but a refresh: a NeighborUp for the
+	// neighbor the last NeighborUp named (every RA is reported; the
+	// uplink's machine decides what it means).
+	var heard Neighbor
+	refresh := func(ev Event) bool {
+		if ev.Kind == NeighborDown {
+			heard = Neighbor{}
+		}
+		if ev.Kind != NeighborUp {
+			return false
+		}
+		same := ev.Neighbor.Addr == heard.Addr && ev.Neighbor.MAC.String() == heard.MAC.String()
+		heard = ev.Neighbor
+		return same
+	}
 	next := func(timeout time.Duration) Event {
 		t.Helper()
-		select {
-		case ev := <-events:
-			t.Logf("event %v %v %v", ev.Kind, ev.Neighbor.Addr, ev.Neighbor.MAC)
-			return ev
-		case <-time.After(timeout):
-			t.Fatalf("no event within %v", timeout)
-			return Event{}
+		deadline := time.After(timeout)
+		for {
+			select {
+			case ev := <-events:
+				if refresh(ev) {
+					continue
+				}
+				t.Logf("event %v %v %v", ev.Kind, ev.Neighbor.Addr, ev.Neighbor.MAC)
+				return ev
+			case <-deadline:
+				t.Fatalf("no event within %v", timeout)
+				return Event{}
+			}
 		}
 	}
 	expect := func(kind EventKind, timeout time.Duration) Event {
@@ -413,6 +434,8 @@ func serverHalf(t *testing.T) {
 	if upAfter > time.Second {
 		t.Errorf("NeighborUp took %v; the solicited RA should come at once", upAfter)
 	}
+	// What the uplink's machine does once its peer is configured.
+	l.Advertise()
 
 	// RS -> RA as seen through the Link: Solicit, then wait for LastRA to move.
 	last := l.Status().Neighbor.LastRA
@@ -462,10 +485,15 @@ func serverHalf(t *testing.T) {
 	if n := after.Neighbor; n == nil || n.Addr != torLL || n.MAC.String() != newMAC.String() {
 		t.Fatalf("neighbor after forged packets: %+v", n)
 	}
-	select {
-	case ev := <-events:
-		t.Fatalf("event %v after forged packets", ev.Kind)
-	default:
+	for drained := false; !drained; {
+		select {
+		case ev := <-events:
+			if !refresh(ev) {
+				t.Fatalf("event %v after forged packets", ev.Kind)
+			}
+		default:
+			drained = true
+		}
 	}
 
 	// 5. Our link administratively down and up: the kernel removes our
@@ -487,6 +515,7 @@ func serverHalf(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(LinkUp, time.Second)
+	l.Advertise()
 	t.Logf("TIMING LinkUp %v after setting %s up", time.Since(t0), serverIf)
 	ev = expect(NeighborUp, 5*time.Second)
 	t.Logf("TIMING NeighborUp %v after setting %s up (includes our DAD)", time.Since(t0), serverIf)
@@ -517,6 +546,7 @@ func serverHalf(t *testing.T) {
 	}
 	expect(LinkUp, time.Second)
 	ev = expect(NeighborUp, 6*time.Second)
+	l.Advertise()
 	t.Logf("TIMING NeighborUp %v after the ToR port came up (includes the ToR's DAD)", time.Since(t0))
 	if ev.Neighbor.Addr == torLL || ev.Neighbor.MAC.String() != newMAC.String() || !ev.Neighbor.Addr.IsLinkLocalUnicast() {
 		t.Fatalf("neighbor after ToR flap %v %v, want a new address and %v", ev.Neighbor.Addr, ev.Neighbor.MAC, newMAC)

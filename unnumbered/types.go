@@ -46,7 +46,7 @@ type EventKind int
 const (
 	LinkUp       EventKind = iota + 1 // carrier came up (IFF_UP and IFF_LOWER_UP)
 	LinkDown                          // carrier lost, or interface deleted
-	NeighborUp                        // a neighbor was found, or its address or MAC changed (Event.Neighbor holds the new one)
+	NeighborUp                        // a router advertisement from the neighbor (Event.Neighbor holds it, perhaps new or changed)
 	NeighborDown                      // the neighbor is gone (link down, or its RAs stopped for longer than its router lifetime / stale timeout)
 )
 
@@ -70,6 +70,7 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind      EventKind
 	Interface string
+	Index     int      // the interface's index (LinkUp, NeighborUp)
 	Neighbor  Neighbor // set for NeighborUp (and the last known one for NeighborDown)
 }
 
@@ -78,12 +79,10 @@ type Config struct {
 	Interface  string        // uplink name, e.g. "ens3"
 	RAInterval time.Duration // period of our own unsolicited RAs; default 10s if zero
 	Logger     *slog.Logger  // default slog.Default()
-	// DeferAdvertisements keeps our RAs back until Advertise is called.
-	// FRR connects to an interface peer the moment it hears its first RA;
-	// a BGP speaker that is not yet configured for the ToR would refuse
-	// that connection, and FRR then waits its connect-retry time (10 s in
-	// its datacenter profile) before trying again.
-	DeferAdvertisements bool
+	// Our RAs go out only after Advertise: FRR connects to an interface
+	// peer the moment it hears its first RA, and a BGP speaker not yet
+	// configured for the ToR would refuse that connection (FRR then waits
+	// its connect-retry time, 10 s in its datacenter profile).
 }
 
 // DefaultRAInterval is the period of our own RAs when Config.RAInterval is zero.

@@ -36,6 +36,7 @@ type world struct {
 	carrierSince time.Time // when carrier last came (zero: no carrier)
 	macs         map[netip.Addr]net.HardwareAddr
 	fbitsOf      map[uint64]bool // per session epoch
+	families     [2]bool         // of the current session
 
 	pushed, taken int
 }
@@ -47,7 +48,7 @@ type world struct {
 // session.
 func (w *world) SetPeer(p Peer) {
 	w.wantPeer = p
-	if p.Addr == w.peer.Addr && (w.opening || w.established) {
+	if p.Addr == w.peer.Addr && (w.opening || w.established) && p.Unstick == w.peer.Unstick {
 		return
 	}
 	w.replacePeer()
@@ -136,7 +137,9 @@ func (w *world) step(op, arg byte) {
 			w.established, w.estAt, w.fbits, w.eor, w.opening = true, w.now, arg&1 != 0, [2]bool{}, false
 			w.fbitsOf[w.epoch] = w.fbits
 			w.push(Event{Kind: Session, State: SessionEstablished, Epoch: w.epoch,
-				PreservesForwarding: [2]bool{w.fbits, w.fbits}, RestartTime: time.Duration(arg%4) * 30 * time.Second, Incoming: arg&2 != 0})
+				PreservesForwarding: [2]bool{w.fbits, w.fbits}, RestartTime: time.Duration(arg%4) * 30 * time.Second, Incoming: arg&2 != 0,
+				Families: [2]bool{true, arg&4 == 0}})
+			w.families = [2]bool{true, arg&4 == 0}
 		}
 	case 7:
 		switch {
@@ -200,7 +203,8 @@ func (w *world) check() {
 	if w.fib.V4 && (w.fib.MAC == nil || string(w.fib.MAC) != string(w.macs[w.fib.Addr])) {
 		t.Fatalf("IPv4 in the FIB with MAC %v; the ToR %v has %v", w.fib.MAC, w.fib.Addr, w.macs[w.fib.Addr])
 	}
-	synced := w.established && w.box.empty() && (w.eor[IPv4] || w.eor[IPv6] || !w.now.Before(w.estAt.Add(cfg.HoldTime)))
+	synced := w.established && w.box.empty() && ((w.eor[IPv4] || !w.families[IPv4]) && (w.eor[IPv6] || !w.families[IPv6]) ||
+		!w.now.Before(w.estAt.Add(cfg.HoldTime)))
 	helper := !w.lossAt.IsZero() && w.lossGraceful && w.lossFbits && w.now.Before(w.lossAt.Add(cfg.RestartTime)) &&
 		!w.carrierSince.After(w.lossAt)
 	if !synced && !helper && w.box.empty() {
@@ -272,7 +276,8 @@ func FuzzMailbox(f *testing.F) {
 				if !established {
 					epoch++
 					established = true
-					emit(Event{Kind: Session, State: SessionEstablished, Epoch: epoch, PreservesForwarding: [2]bool{arg&1 != 0, arg&2 != 0}, Incoming: arg&4 != 0})
+					emit(Event{Kind: Session, State: SessionEstablished, Epoch: epoch, PreservesForwarding: [2]bool{arg&1 != 0, arg&2 != 0},
+						Incoming: arg&4 != 0, Families: [2]bool{true, arg&8 != 0}})
 				}
 			case 2:
 				if established {

@@ -16,8 +16,9 @@ import (
 //	no-carrier   no      (kept)      none        -                           no
 //	discovering  yes     unknown     none        -                           no
 //	connecting   yes     known       configured  not Established             no
-//	syncing      yes     known       configured  Established, no End-of-RIB  no
-//	forwarding   yes     known       configured  Established, End-of-RIB     yes
+//	syncing      yes     known       configured  Established, table not in   no
+//	forwarding   yes     known       configured  Established, End-of-RIB of  yes, for its families
+//	                                             every family it carries
 //	helping      yes     known       configured  ended gracefully; the ToR   yes, on the paths kept from the
 //	                                             said it keeps forwarding    ended session (RFC 4724 helper)
 //
@@ -37,8 +38,9 @@ import (
 //	                    or the pinned address); a new address re-creates the peer
 //	session up          connecting -> syncing; helping stays helping for the
 //	                    families the ToR again says it preserves
-//	end-of-rib          syncing -> forwarding (also: no End-of-RIB within the
-//	                    hold time, with a warning)
+//	end-of-rib          syncing -> forwarding once every family the session
+//	                    carries has its End-of-RIB (also: none within the hold
+//	                    time, with a warning)
 //	session lost        syncing/forwarding -> helping (graceful, forwarding
 //	                    preserved, graceful restart on) or connecting
 //	stale timer         helping -> connecting/syncing; kept paths swept
@@ -58,6 +60,9 @@ const (
 	Forwarding
 	Helping
 )
+
+// Forwards: the uplink carries traffic in this phase.
+func (p Phase) Forwards() bool { return p == Forwarding || p == Helping }
 
 func (p Phase) String() string {
 	switch p {
@@ -119,6 +124,7 @@ type Machine struct {
 	epoch       uint64
 	established time.Time // zero unless Established
 	eor         [2]bool
+	families    [2]bool       // negotiated in the current session
 	preserves   [2]bool       // the ToR's F bits from its last OPEN
 	torRestart  time.Duration // its restart time from its last OPEN
 	// torConnects: the ToR opens the session itself (learned from who
@@ -136,6 +142,8 @@ type Machine struct {
 	rearmAt    time.Time // re-create the peer then (if idle)
 	failures   int       // in a row since the last session, for backoff
 	activeAt   time.Time // a passive peer becomes active then
+	unstick    uint32
+	stuckAt    time.Time // a session still opening then is stuck
 
 	advertised  bool      // our RA went out since carrier came
 	advertiseAt time.Time // discovering: advertise anyway then
@@ -244,6 +252,13 @@ func (m *Machine) Tick(now time.Time) {
 			m.generation++
 		}
 	}
+	if due(m.stuckAt, now) {
+		m.stuckAt = time.Time{}
+		if m.session.opening() {
+			m.log.Warn("BGP session stuck while opening for longer than the hold time; replacing the peer", "state", m.session)
+			m.unstick++
+		}
+	}
 	if due(m.rearmAt, now) {
 		m.rearmAt = time.Time{}
 		if m.session == SessionIdle && m.carrier && m.tor.IsValid() {
@@ -258,7 +273,7 @@ func (m *Machine) Tick(now time.Time) {
 // Deadline is when Tick must run next; zero when no timer is pending.
 func (m *Machine) Deadline() time.Time {
 	var next time.Time
-	for _, t := range []time.Time{m.staleUntil, m.syncUntil, m.advertiseAt, m.resolveAt, m.activeAt, m.rearmAt} {
+	for _, t := range []time.Time{m.staleUntil, m.syncUntil, m.advertiseAt, m.resolveAt, m.activeAt, m.rearmAt, m.stuckAt} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -300,7 +315,7 @@ func (m *Machine) onCarrierDown(now time.Time) {
 		m.onSessionLost(Event{Detail: "carrier lost"}, now)
 	}
 	m.helping = false // a ToR we cannot reach forwards nothing for us
-	m.advertiseAt, m.activeAt, m.rearmAt, m.resolveAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	m.advertiseAt, m.activeAt, m.rearmAt, m.resolveAt, m.stuckAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	m.failures = 0
 	// The session is gone with the link; the peer's removal reports it
 	// (the loss of an Established session). The next peer is a new one.
@@ -401,10 +416,13 @@ func (m *Machine) onSession(ev Event, now time.Time) {
 			return // an event already seen
 		}
 		m.session, m.epoch, m.established = SessionEstablished, ev.Epoch, now
-		m.eor = [2]bool{}
+		m.eor, m.families = [2]bool{}, ev.Families
+		if !m.families[IPv4] && !m.families[IPv6] {
+			m.families[IPv4] = true // no multiprotocol capability: IPv4 (RFC 4760)
+		}
 		m.preserves, m.torRestart = ev.PreservesForwarding, ev.RestartTime
 		m.torConnects = ev.Incoming
-		m.rearmAt, m.failures, m.activeAt = time.Time{}, 0, time.Time{}
+		m.rearmAt, m.failures, m.activeAt, m.stuckAt = time.Time{}, 0, time.Time{}, time.Time{}
 		m.syncUntil, m.noEOR = now.Add(m.cfg.HoldTime), false
 		if m.helping && !m.preserves[IPv4] && !m.preserves[IPv6] {
 			// RFC 4724 4.2: no F bit in the new OPEN means the ToR lost
@@ -421,6 +439,11 @@ func (m *Machine) onSession(ev Event, now time.Time) {
 		return
 	case !m.established.IsZero() && (ev.Epoch == 0 || ev.Epoch == m.epoch):
 		m.onSessionLost(ev, now)
+	}
+	if ev.State.opening() && !m.session.opening() {
+		m.stuckAt = now.Add(m.cfg.HoldTime)
+	} else if !ev.State.opening() {
+		m.stuckAt = time.Time{}
 	}
 	m.session = ev.State
 	if ev.Reason == ReasonCollision {
@@ -495,24 +518,22 @@ func (m *Machine) derive(now time.Time) Phase {
 		return Helping
 	case m.established.IsZero():
 		return Connecting
-	case m.synced(IPv4, now) || m.synced(IPv6, now):
+	case m.synced(IPv4) && m.synced(IPv6):
 		return Forwarding
 	default:
 		return Syncing
 	}
 }
 
-// synced: the ToR has sent its whole table of family f, or has had the
-// hold time to do so without saying.
-func (m *Machine) synced(f Family, now time.Time) bool {
-	return m.eor[f] || m.noEOR
+// synced: the ToR has sent its whole table of family f (or the session
+// does not carry f), or has had the hold time to do so without saying.
+func (m *Machine) synced(f Family) bool {
+	return m.eor[f] || m.noEOR || !m.families[f]
 }
 
 // settle derives the phase and hands any changed output to act.
 func (m *Machine) settle(now time.Time) {
-	if m.established.IsZero() || m.eor[IPv4] || m.eor[IPv6] {
-		// One family's End-of-RIB shows the ToR sends them; the other
-		// gets its own, or none when it is not negotiated.
+	if m.established.IsZero() || m.synced(IPv4) && m.synced(IPv6) {
 		m.syncUntil = time.Time{}
 	}
 	phase := m.derive(now)
@@ -523,7 +544,7 @@ func (m *Machine) settle(now time.Time) {
 
 	var peer Peer
 	if m.carrier && m.tor.IsValid() {
-		peer = Peer{Addr: m.tor, Passive: m.passive, Generation: m.generation}
+		peer = Peer{Addr: m.tor, Passive: m.passive, Generation: m.generation, Unstick: m.unstick}
 	}
 	if peer != m.applied.peer {
 		m.applied.peer = peer
@@ -540,7 +561,7 @@ func (m *Machine) settle(now time.Time) {
 		if phase == Helping {
 			fwd.V4, fwd.V6 = m.preserves[IPv4] || m.eor[IPv4], m.preserves[IPv6] || m.eor[IPv6]
 		} else {
-			fwd.V4, fwd.V6 = m.synced(IPv4, now), m.synced(IPv6, now)
+			fwd.V4, fwd.V6 = m.families[IPv4], m.families[IPv6]
 		}
 		if fwd.V4 && m.mac == nil {
 			fwd.V4 = false

@@ -70,7 +70,8 @@ func ra(addr netip.Addr, mac net.HardwareAddr) Event {
 	return Event{Kind: ToRAdvertised, Addr: addr, MAC: mac}
 }
 func established(epoch uint64, fbits bool) Event {
-	return Event{Kind: Session, State: SessionEstablished, Epoch: epoch, PreservesForwarding: [2]bool{fbits, fbits}, RestartTime: 120 * time.Second, Incoming: true}
+	return Event{Kind: Session, State: SessionEstablished, Epoch: epoch, PreservesForwarding: [2]bool{fbits, fbits},
+		RestartTime: 120 * time.Second, Incoming: true, Families: [2]bool{true, true}}
 }
 func lost(epoch uint64, graceful bool) Event {
 	return Event{Kind: Session, State: SessionIdle, Epoch: epoch, Graceful: graceful, Detail: "test"}
@@ -84,8 +85,8 @@ func eor(epoch uint64, f Family) Event {
 func in(t *testing.T, p Phase, fbits bool) *rig {
 	t.Helper()
 	r := newRig(cfg)
-	steps := []Event{carrierUp(), ra(torLL, torMAC), established(1, fbits), eor(1, IPv4), lost(1, true)}
-	n := map[Phase]int{NoCarrier: 0, Discovering: 1, Connecting: 2, Syncing: 3, Forwarding: 4, Helping: 5}[p]
+	steps := []Event{carrierUp(), ra(torLL, torMAC), established(1, fbits), eor(1, IPv4), eor(1, IPv6), lost(1, true)}
+	n := map[Phase]int{NoCarrier: 0, Discovering: 1, Connecting: 2, Syncing: 3, Forwarding: 5, Helping: 6}[p]
 	for _, e := range steps[:n] {
 		r.ev(e)
 	}
@@ -178,6 +179,12 @@ func TestTransitions(t *testing.T) {
 		{"connecting: failure while opening re-creates a passive peer at once", Connecting, false,
 			[]Event{state(SessionOpenConfirm), {Kind: Session, State: SessionIdle, Reason: ReasonCollision}}, 0, Connecting,
 			[]check{peerIs(torLL, true), newGeneration}},
+		{"connecting: stuck opening past the hold time", Connecting, false, []Event{state(SessionOpenSent)}, cfg.HoldTime, Connecting,
+			[]check{func(t *testing.T, r *rig) {
+				if p, _ := r.f.lastPeer(); p.Unstick == 0 {
+					t.Errorf("peer not replaced: %+v", r.f.peers)
+				}
+			}}},
 		{"connecting: new address from RA re-creates the peer", Connecting, false, []Event{ra(torLL2, newMAC)}, 0, Connecting,
 			[]check{peerIs(torLL2, true)}},
 		{"connecting: kernel entry for another address does not move the ToR", Connecting, false,
@@ -185,8 +192,11 @@ func TestTransitions(t *testing.T) {
 		{"connecting: carrier down removes the peer", Connecting, false, []Event{carrierDown()}, 0, NoCarrier,
 			[]check{peerIs(netip.Addr{}, false)}},
 		// syncing
-		{"syncing: End-of-RIB", Syncing, false, []Event{eor(1, IPv4)}, 0, Forwarding, []check{fibIs(true, false)}},
-		{"syncing: IPv6 End-of-RIB too", Syncing, false, []Event{eor(1, IPv4), eor(1, IPv6)}, 0, Forwarding, []check{fibIs(true, true)}},
+		{"syncing: End-of-RIB of one family", Syncing, false, []Event{eor(1, IPv6)}, 0, Syncing, []check{fibIs(false, false)}},
+		{"syncing: End-of-RIB of both", Syncing, false, []Event{eor(1, IPv4), eor(1, IPv6)}, 0, Forwarding, []check{fibIs(true, true)}},
+		{"syncing: End-of-RIB of the only family", Syncing, false,
+			[]Event{lost(1, false), {Kind: Session, State: SessionEstablished, Epoch: 2, Families: [2]bool{true, false}}, eor(2, IPv4)},
+			0, Forwarding, []check{fibIs(true, false)}},
 		{"syncing: End-of-RIB of an older session is ignored", Syncing, false, []Event{eor(0, IPv4)}, 0, Syncing, []check{fibIs(false, false)}},
 		{"syncing: no End-of-RIB within the hold time", Syncing, false, nil, cfg.HoldTime, Forwarding, []check{fibIs(true, true)}},
 		{"syncing: session lost", Syncing, false, []Event{lost(1, false)}, 0, Connecting, []check{fibIs(false, false), advertised}},
@@ -206,14 +216,14 @@ func TestTransitions(t *testing.T) {
 				}
 			}}},
 		{"forwarding: RA stops, session stays", Forwarding, false, []Event{{Kind: ToRSilent, Addr: torLL}}, 0, Forwarding,
-			[]check{fibIs(true, false), noPeerChange}},
+			[]check{fibIs(true, true), noPeerChange}},
 		{"forwarding: stale timer after a lost session sweeps", Forwarding, false, []Event{lost(1, false)}, cfg.RestartTime, Connecting,
 			[]check{swept}},
 		// helping
 		{"helping: ToR back, keeps forwarding until End-of-RIB", Helping, true, []Event{established(2, true)}, 0, Helping,
 			[]check{fibIs(true, true)}},
-		{"helping: End-of-RIB of the new session", Helping, true, []Event{established(2, true), eor(2, IPv4)}, 0, Forwarding,
-			[]check{fibIs(true, false)}},
+		{"helping: End-of-RIB of the new session", Helping, true, []Event{established(2, true), eor(2, IPv4), eor(2, IPv6)}, 0, Forwarding,
+			[]check{fibIs(true, true)}},
 		{"helping: ToR back without forwarding preserved", Helping, true, []Event{established(2, false)}, 0, Syncing,
 			[]check{fibIs(false, false), swept}},
 		{"helping: restart time passes", Helping, true, nil, cfg.RestartTime, Connecting, []check{fibIs(false, false), swept}},
@@ -301,6 +311,7 @@ func TestPinnedAddress(t *testing.T) {
 	r.ev(Event{Kind: NeighborSeen, Addr: torLL2, MAC: newMAC})
 	r.ev(established(1, false))
 	r.ev(eor(1, IPv4))
+	r.ev(eor(1, IPv6))
 	if !r.f.fib.V4 || string(r.f.fib.MAC) != string(newMAC) || r.m.Status().MACSource != SourceKernel {
 		t.Fatalf("FIB %+v, status %+v", r.f.fib, r.m.Status())
 	}

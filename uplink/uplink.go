@@ -159,6 +159,9 @@ type Event struct {
 	PreservesForwarding [2]bool
 	RestartTime         time.Duration
 	Incoming            bool
+	// Established only: the families the session carries (both sides
+	// announced them in their OPEN).
+	Families [2]bool
 	// Leaving Established: the session ended without a NOTIFICATION
 	// (the ToR may be restarting gracefully).
 	Graceful bool
@@ -204,8 +207,13 @@ type Peer struct {
 	Passive bool
 	// Generation changes when the uplink wants a fresh peer: GoBGP keeps a
 	// peer idle, refusing the ToR's connections, for 5 s after any
-	// failure.
+	// failure. A fresh peer is not made while a connection is opening or
+	// the session is up.
 	Generation uint32
+	// Unstick changes when the session has been opening for longer than
+	// the hold time: the peer is replaced even though it is opening. (GoBGP
+	// holds a session in OpenSent for 240 s.)
+	Unstick uint32
 }
 
 // FIB is whether, and through which ToR, the uplink carries traffic of

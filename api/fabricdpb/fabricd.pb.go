@@ -72,7 +72,11 @@ type Summary struct {
 	FibInSync bool `protobuf:"varint,6,opt,name=fib_in_sync,json=fibInSync,proto3" json:"fib_in_sync,omitempty"`
 	// identity says what was derived ("router ID from lo, AS from the
 	// router ID"); empty when asn and router-id are configured.
-	Identity      string `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
+	Identity string `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
+	// online: every uplink with carrier forwards (its session is up and
+	// the ToR has sent its whole table), one does, and the kernel holds
+	// everything the RIB wants (fabricctl wait-online).
+	Online        bool `protobuf:"varint,8,opt,name=online,proto3" json:"online,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -156,6 +160,13 @@ func (x *Summary) GetIdentity() string {
 	return ""
 }
 
+func (x *Summary) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
 type Peer struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Interface      string                 `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`                        // shown as Neighbor, like FRR's unnumbered peers
@@ -174,6 +185,9 @@ type Peer struct {
 	LastReset      string                 `protobuf:"bytes,14,opt,name=last_reset,json=lastReset,proto3" json:"last_reset,omitempty"`
 	PfxFiltered    uint64                 `protobuf:"varint,15,opt,name=pfx_filtered,json=pfxFiltered,proto3" json:"pfx_filtered,omitempty"` // announcements refused by the [import] filter
 	EndOfRib       bool                   `protobuf:"varint,16,opt,name=end_of_rib,json=endOfRib,proto3" json:"end_of_rib,omitempty"`        // the peer has sent its whole IPv4 table since the session came up
+	TorSource      string                 `protobuf:"bytes,17,opt,name=tor_source,json=torSource,proto3" json:"tor_source,omitempty"`        // where the ToR's address came from: ra, kernel (its neighbour entry: it sent no RA), config
+	Passive        bool                   `protobuf:"varint,18,opt,name=passive,proto3" json:"passive,omitempty"`                            // the peer waits for the ToR to connect
+	PfxRefused     uint64                 `protobuf:"varint,19,opt,name=pfx_refused,json=pfxRefused,proto3" json:"pfx_refused,omitempty"`    // announcements taken as withdraws: AS-path loop or third-party next hop
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -318,6 +332,27 @@ func (x *Peer) GetEndOfRib() bool {
 		return x.EndOfRib
 	}
 	return false
+}
+
+func (x *Peer) GetTorSource() string {
+	if x != nil {
+		return x.TorSource
+	}
+	return ""
+}
+
+func (x *Peer) GetPassive() bool {
+	if x != nil {
+		return x.Passive
+	}
+	return false
+}
+
+func (x *Peer) GetPfxRefused() uint64 {
+	if x != nil {
+		return x.PfxRefused
+	}
+	return 0
 }
 
 type GetBGPTableRequest struct {
@@ -901,8 +936,19 @@ type Interface struct {
 	RasSent       uint64                 `protobuf:"varint,9,opt,name=ras_sent,json=rasSent,proto3" json:"ras_sent,omitempty"`
 	RssSent       uint64                 `protobuf:"varint,10,opt,name=rss_sent,json=rssSent,proto3" json:"rss_sent,omitempty"`
 	PfxFiltered   uint64                 `protobuf:"varint,11,opt,name=pfx_filtered,json=pfxFiltered,proto3" json:"pfx_filtered,omitempty"` // announcements refused by the [import] filter
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// phase: no-carrier, discovering, connecting, syncing, forwarding or
+	// helping (see README, "Uplink states").
+	Phase          string `protobuf:"bytes,12,opt,name=phase,proto3" json:"phase,omitempty"`
+	PhaseAgeMsec   int64  `protobuf:"varint,13,opt,name=phase_age_msec,json=phaseAgeMsec,proto3" json:"phase_age_msec,omitempty"`
+	TorSource      string `protobuf:"bytes,14,opt,name=tor_source,json=torSource,proto3" json:"tor_source,omitempty"`                 // ra, kernel or config
+	MacSource      string `protobuf:"bytes,15,opt,name=mac_source,json=macSource,proto3" json:"mac_source,omitempty"`                 // ra (the RA's source link-layer option), kernel (neighbour solicitation)
+	Ipv4Forwarding bool   `protobuf:"varint,16,opt,name=ipv4_forwarding,json=ipv4Forwarding,proto3" json:"ipv4_forwarding,omitempty"` // IPv4 routes use the uplink now
+	Ipv6Forwarding bool   `protobuf:"varint,17,opt,name=ipv6_forwarding,json=ipv6Forwarding,proto3" json:"ipv6_forwarding,omitempty"`
+	RefusedLoop    uint64 `protobuf:"varint,18,opt,name=refused_loop,json=refusedLoop,proto3" json:"refused_loop,omitempty"`          // announcements whose AS path held our AS, taken as withdraws
+	RefusedNexthop uint64 `protobuf:"varint,19,opt,name=refused_nexthop,json=refusedNexthop,proto3" json:"refused_nexthop,omitempty"` // announcements with another router's next hop, taken as withdraws
+	StaleMsec      int64  `protobuf:"varint,20,opt,name=stale_msec,json=staleMsec,proto3" json:"stale_msec,omitempty"`                // paths kept from an ended session are swept in this many ms; -1 when none
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Interface) Reset() {
@@ -1012,6 +1058,69 @@ func (x *Interface) GetPfxFiltered() uint64 {
 	return 0
 }
 
+func (x *Interface) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *Interface) GetPhaseAgeMsec() int64 {
+	if x != nil {
+		return x.PhaseAgeMsec
+	}
+	return 0
+}
+
+func (x *Interface) GetTorSource() string {
+	if x != nil {
+		return x.TorSource
+	}
+	return ""
+}
+
+func (x *Interface) GetMacSource() string {
+	if x != nil {
+		return x.MacSource
+	}
+	return ""
+}
+
+func (x *Interface) GetIpv4Forwarding() bool {
+	if x != nil {
+		return x.Ipv4Forwarding
+	}
+	return false
+}
+
+func (x *Interface) GetIpv6Forwarding() bool {
+	if x != nil {
+		return x.Ipv6Forwarding
+	}
+	return false
+}
+
+func (x *Interface) GetRefusedLoop() uint64 {
+	if x != nil {
+		return x.RefusedLoop
+	}
+	return 0
+}
+
+func (x *Interface) GetRefusedNexthop() uint64 {
+	if x != nil {
+		return x.RefusedNexthop
+	}
+	return 0
+}
+
+func (x *Interface) GetStaleMsec() int64 {
+	if x != nil {
+		return x.StaleMsec
+	}
+	return 0
+}
+
 type ReloadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1098,7 +1207,7 @@ const file_fabricd_proto_rawDesc = "" +
 	"\n" +
 	"\rfabricd.proto\x12\n" +
 	"fabricd.v1\"\x13\n" +
-	"\x11GetSummaryRequest\"\xe0\x01\n" +
+	"\x11GetSummaryRequest\"\xf8\x01\n" +
 	"\aSummary\x12\x1b\n" +
 	"\trouter_id\x18\x01 \x01(\tR\brouterId\x12\x0e\n" +
 	"\x02as\x18\x02 \x01(\rR\x02as\x12&\n" +
@@ -1106,7 +1215,8 @@ const file_fabricd_proto_rawDesc = "" +
 	"\trib_count\x18\x04 \x01(\x04R\bribCount\x12'\n" +
 	"\x0finstalled_count\x18\x05 \x01(\x04R\x0einstalledCount\x12\x1e\n" +
 	"\vfib_in_sync\x18\x06 \x01(\bR\tfibInSync\x12\x1a\n" +
-	"\bidentity\x18\a \x01(\tR\bidentity\"\xd5\x03\n" +
+	"\bidentity\x18\a \x01(\tR\bidentity\x12\x16\n" +
+	"\x06online\x18\b \x01(\bR\x06online\"\xaf\x04\n" +
 	"\x04Peer\x12\x1c\n" +
 	"\tinterface\x18\x01 \x01(\tR\tinterface\x12!\n" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12\x1b\n" +
@@ -1126,7 +1236,12 @@ const file_fabricd_proto_rawDesc = "" +
 	"last_reset\x18\x0e \x01(\tR\tlastReset\x12!\n" +
 	"\fpfx_filtered\x18\x0f \x01(\x04R\vpfxFiltered\x12\x1c\n" +
 	"\n" +
-	"end_of_rib\x18\x10 \x01(\bR\bendOfRib\"&\n" +
+	"end_of_rib\x18\x10 \x01(\bR\bendOfRib\x12\x1d\n" +
+	"\n" +
+	"tor_source\x18\x11 \x01(\tR\ttorSource\x12\x18\n" +
+	"\apassive\x18\x12 \x01(\bR\apassive\x12\x1f\n" +
+	"\vpfx_refused\x18\x13 \x01(\x04R\n" +
+	"pfxRefused\"&\n" +
 	"\x12GetBGPTableRequest\x12\x10\n" +
 	"\x03afi\x18\x01 \x01(\rR\x03afi\"e\n" +
 	"\bBGPTable\x12\x1b\n" +
@@ -1166,7 +1281,7 @@ const file_fabricd_proto_rawDesc = "" +
 	"Interfaces\x125\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2\x15.fabricd.v1.InterfaceR\n" +
-	"interfaces\"\xe1\x02\n" +
+	"interfaces\"\x98\x05\n" +
 	"\tInterface\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\alink_up\x18\x02 \x01(\bR\x06linkUp\x12!\n" +
@@ -1180,7 +1295,19 @@ const file_fabricd_proto_rawDesc = "" +
 	"\bras_sent\x18\t \x01(\x04R\arasSent\x12\x19\n" +
 	"\brss_sent\x18\n" +
 	" \x01(\x04R\arssSent\x12!\n" +
-	"\fpfx_filtered\x18\v \x01(\x04R\vpfxFiltered\"\x0f\n" +
+	"\fpfx_filtered\x18\v \x01(\x04R\vpfxFiltered\x12\x14\n" +
+	"\x05phase\x18\f \x01(\tR\x05phase\x12$\n" +
+	"\x0ephase_age_msec\x18\r \x01(\x03R\fphaseAgeMsec\x12\x1d\n" +
+	"\n" +
+	"tor_source\x18\x0e \x01(\tR\ttorSource\x12\x1d\n" +
+	"\n" +
+	"mac_source\x18\x0f \x01(\tR\tmacSource\x12'\n" +
+	"\x0fipv4_forwarding\x18\x10 \x01(\bR\x0eipv4Forwarding\x12'\n" +
+	"\x0fipv6_forwarding\x18\x11 \x01(\bR\x0eipv6Forwarding\x12!\n" +
+	"\frefused_loop\x18\x12 \x01(\x04R\vrefusedLoop\x12'\n" +
+	"\x0frefused_nexthop\x18\x13 \x01(\x04R\x0erefusedNexthop\x12\x1d\n" +
+	"\n" +
+	"stale_msec\x18\x14 \x01(\x03R\tstaleMsec\"\x0f\n" +
 	"\rReloadRequest\"*\n" +
 	"\x0eReloadResponse\x12\x18\n" +
 	"\achanges\x18\x01 \x03(\tR\achanges2\xf6\x02\n" +

@@ -339,7 +339,7 @@ func TestSystemdNotifyAndMetrics(t *testing.T) {
 			case m := <-messages:
 				seen = append(seen, m)
 			default:
-				if strings.Contains(strings.Join(seen, "\n"), "STATUS=1 of 1 BGP sessions established") {
+				if strings.Contains(strings.Join(seen, "\n"), "STATUS=1 of 1 uplinks forwarding") {
 					return nil
 				}
 				return fmt.Errorf("seen %q", seen)

@@ -187,7 +187,7 @@ func TestMaxPrefixesFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := testenv.WaitFor(ctx, 30*time.Second, "fabricd to tear the session down for max-prefixes", func() error {
-		if !strings.Contains(c1.Log()[logFrom:], "peer sent more prefixes than max-prefixes; session torn down") {
+		if !strings.Contains(c1.Log()[logFrom:], "sent more prefixes than max-prefixes; session torn down") {
 			return fmt.Errorf("not logged yet")
 		}
 		return nil
