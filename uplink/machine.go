@@ -89,8 +89,11 @@ const (
 	advertiseAfter = 2 * time.Second
 	// activeAfter: a passive peer whose ToR has not connected this long
 	// after our first RA becomes active. A ToR that waits for servers to
-	// connect (BIRD's or FRR's dynamic neighbors) gets its session.
-	activeAfter = 2 * time.Second
+	// connect (BIRD's or FRR's dynamic neighbors) gets its session, and so
+	// does one that knew our address already and waits for its own
+	// connect-retry timer. FRR connects within milliseconds of an RA that
+	// tells it our address.
+	activeAfter = time.Second
 	// resolveEvery: how often the kernel is asked again for a ToR MAC it
 	// has not resolved.
 	resolveEvery = 2 * time.Second
