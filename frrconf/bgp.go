@@ -12,10 +12,8 @@ import (
 type peer struct {
 	name    string
 	group   bool
-	at      ref   // where it was defined
 	lines   []ref // every line that configures it
 	member  set[string]
-	v6only  bool
 	remote  set[string] // "external", "internal" or an AS number
 	pass    set[string]
 	ttlSec  set[bool]
@@ -43,11 +41,9 @@ type maxPrefix struct {
 }
 
 type bfdSetting struct {
-	profile       string
-	legacy        bool // neighbor X bfd MULT RX TX
-	mult, rx, tx  int
-	legacyAt      ref
-	profileMissed bool
+	profile      string
+	legacy       bool // neighbor X bfd MULT RX TX
+	mult, rx, tx int
 }
 
 type bfdProfile struct {

@@ -149,8 +149,9 @@ func (t *translator) interfaceNeighbor(l *line) {
 		return
 	}
 	args := l.words[3:]
-	v6only := len(args) > 0 && args[0] == "v6only"
-	if v6only {
+	if len(args) > 0 && args[0] == "v6only" {
+		// Only says the session is over the link-local address, as every
+		// fabricd session is.
 		args = args[1:]
 	}
 	if len(args) != 0 && (len(args) < 2 || args[0] != "peer-group" && args[0] != "remote-as") {
@@ -163,14 +164,11 @@ func (t *translator) interfaceNeighbor(l *line) {
 	}
 	p := t.peers[name]
 	if p == nil {
-		p = &peer{name: name, at: l.at}
+		p = &peer{name: name}
 		t.peers[name] = p
 		t.peerOrder = append(t.peerOrder, p)
 	}
 	p.lines = append(p.lines, l.at)
-	// v6only only says the session is over the link-local address,
-	// as every fabricd session is.
-	p.v6only = v6only
 	if len(args) == 0 {
 		return
 	}
@@ -191,7 +189,7 @@ func (t *translator) definePeerGroup(l *line, name string) {
 	case p != nil && !p.group:
 		t.fail(l.at, name+" is already an interface neighbor")
 	case p == nil:
-		t.peers[name] = &peer{name: name, group: true, at: l.at, lines: []ref{l.at}}
+		t.peers[name] = &peer{name: name, group: true, lines: []ref{l.at}}
 	}
 }
 
