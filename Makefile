@@ -58,11 +58,12 @@ e2e:
 	FABRICD_E2E_RACE=$(E2E_RACE) CGO_ENABLED=1 $(GO) test -count=1 -timeout 25m ./testenv/...
 
 # Each fuzz target runs FUZZTIME (inputs, or a duration such as 30s): the
-# config loader and every hand-written parser (netlink replies, ND
-# packets). A count rather than a duration: on a loaded machine a timed run
-# can fail with "context deadline exceeded" while stopping its workers.
+# config loader, the FRR config translator and every hand-written parser
+# (netlink replies, ND packets). A count rather than a duration: on a
+# loaded machine a timed run can fail with "context deadline exceeded"
+# while stopping its workers.
 FUZZTIME ?= 300000x
-FUZZ_TARGETS = ./config:FuzzParse ./fib:FuzzParseRoute ./fib:FuzzParseNexthop ./unnumbered:FuzzParseND
+FUZZ_TARGETS = ./config:FuzzParse ./frrconf:FuzzTranslate ./fib:FuzzParseRoute ./fib:FuzzParseNexthop ./unnumbered:FuzzParseND
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t for $(FUZZTIME)"; \

@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/fabricd/fabricd/api/fabricdpb"
 )
@@ -83,6 +84,9 @@ func Listen(cfg SocketConfig) (net.Listener, error) {
 func Serve(ctx context.Context, ln net.Listener, srv fabricdpb.FabricdServer, log *slog.Logger) error {
 	gs := grpc.NewServer()
 	fabricdpb.RegisterFabricdServer(gs, srv)
+	// Server reflection, so that generic clients work on the socket without
+	// the .proto file: grpcurl -plaintext -unix /run/fabricd/fabricd.sock list
+	reflection.Register(gs)
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(ln) }()
 	select {

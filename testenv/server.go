@@ -310,13 +310,9 @@ func (s *Server) Pod(i int) *Pod {
 func (s *Server) Pods() []*Pod { return slices.Clone(s.pods) }
 
 func (s *Server) writeFRRConfigs() error {
-	for name, text := range map[string]string{
-		"zebra":   s.zebraConf(),
-		"staticd": s.staticdConf(),
-		"bgpd":    s.bgpdConf(),
-	} {
-		if err := os.WriteFile(filepath.Join(s.dir(), name+".conf"), []byte(text), 0o644); err != nil {
-			return fmt.Errorf("writing %s config of %s: %w", name, s.spec.Name, err)
+	for _, f := range s.FRRConfig() {
+		if err := os.WriteFile(filepath.Join(s.dir(), f.Name), []byte(f.Text), 0o644); err != nil {
+			return fmt.Errorf("writing %s of %s: %w", f.Name, s.spec.Name, err)
 		}
 	}
 	return nil

@@ -37,14 +37,18 @@ commands:
   wait-online [--timeout D] [--any]
                                  wait until the BGP sessions are up and their routes
                                  installed (every uplink, or --any one); exit 1 on timeout
+  import-frr FILE...             print the fabricd.toml equivalent to an FRR server
+                                 config (frr.conf, or bgpd.conf staticd.conf ...;
+                                 - reads standard input); exit 1 if some lines are
+                                 not translated (they become comments)
   completion bash                print a bash completion script
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fabricctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", config.DefaultSocket, "fabricd's API socket")
@@ -54,6 +58,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	words := fs.Args()
+	if len(words) > 0 && words[0] == "import-frr" {
+		return importFRR(words[1:], stdin, stdout, stderr)
+	}
 	asJSON := len(words) > 0 && words[len(words)-1] == "json"
 	if asJSON {
 		words = words[:len(words)-1]
@@ -206,7 +213,8 @@ _fabricctl() {
 	cur="${COMP_WORDS[COMP_CWORD]}"
 	words="${COMP_WORDS[*]:1:COMP_CWORD-1}"
 	case "$words" in
-	"") COMPREPLY=($(compgen -W "show reload wait-online completion --socket" -- "$cur")) ;;
+	"") COMPREPLY=($(compgen -W "show reload wait-online import-frr completion --socket" -- "$cur")) ;;
+	import-frr*) COMPREPLY=($(compgen -f -- "$cur")) ;;
 	"show") COMPREPLY=($(compgen -W "bgp ip ipv6 interface" -- "$cur")) ;;
 	"show bgp") COMPREPLY=($(compgen -W "summary ipv4 ipv6 json" -- "$cur")) ;;
 	"show bgp ipv4"|"show bgp ipv6") COMPREPLY=($(compgen -W "unicast" -- "$cur")) ;;

@@ -17,6 +17,7 @@ import (
 	"github.com/fabricd/fabricd/config"
 	"github.com/fabricd/fabricd/daemon"
 	"github.com/fabricd/fabricd/fib"
+	"github.com/fabricd/fabricd/internal/journal"
 )
 
 // Exit statuses: 2 for a configuration the operator must fix, 1 for
@@ -62,7 +63,7 @@ func run() int {
 
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.Level)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(logHandler(level))
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -91,6 +92,20 @@ func run() int {
 		return exitFailure
 	}
 	return 0
+}
+
+// logHandler logs to the journal by its native protocol when systemd
+// connected stderr to it, so each attribute is a field of its own
+// (journalctl INTERFACE=ens3), and as text on stderr otherwise.
+func logHandler(level slog.Leveler) slog.Handler {
+	opts := &slog.HandlerOptions{Level: level}
+	text := slog.NewTextHandler(os.Stderr, opts)
+	if journal.StderrIsJournal() {
+		if h, err := journal.New(journal.DefaultSocket, "fabricd", opts, text); err == nil {
+			return h
+		}
+	}
+	return text
 }
 
 // handleSignals maps signals to the daemon's lifecycle:
