@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -45,8 +46,21 @@ const (
 // example's prefixes.
 var ImageEntrypoint = []string{ImageFabricd, "--sigterm=restart"}
 
-// imageRef names the image in the archive (podman load and skopeo use it).
-func (s Spec) imageRef() string { return "fabricd:" + s.Version }
+// ImageTag is Version as a registry tag: those allow only letters, digits,
+// '_', '.' and '-', so the '~' and '+' of package versions become '-'
+// (1.3.0~rc1 is tagged 1.3.0-rc1).
+func (s Spec) ImageTag() string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-' {
+			return r
+		}
+		return '-'
+	}, s.Version)
+}
+
+// imageRef names the image in the archive: podman load and skopeo take it
+// as the image's name.
+func (s Spec) imageRef() string { return "fabricd:" + s.ImageTag() }
 
 // Image builds the image: one layer holding the two static binaries and
 // the directories fabricd uses, on an empty base. No shell, no libc.

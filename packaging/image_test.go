@@ -117,7 +117,7 @@ func TestImage(t *testing.T) {
 	}
 	img, desc := openImage(t, archive)
 
-	if desc.Annotations["org.opencontainers.image.ref.name"] != "fabricd:"+testSpec().Version {
+	if desc.Annotations["org.opencontainers.image.ref.name"] != "fabricd:1.2.3-rc1-git4.gabcdef012345" {
 		t.Errorf("index.json names the image %q", desc.Annotations["org.opencontainers.image.ref.name"])
 	}
 	if mt, _ := img.MediaType(); mt != types.OCIManifestSchema1 {

@@ -1,5 +1,8 @@
-// Package systemdtest installs fabricd's .deb into a real systemd and
-// runs it against an FRR ToR of the lab (package testenv): the unit's
+// Package disttest runs what is shipped against an FRR ToR of the lab
+// (package testenv): the .deb under a real systemd (this file) and the
+// container image under podman (podman_test.go).
+//
+// The .deb test installs fabricd into a real systemd and checks the unit's
 // Type=notify start, STATUS line, reload, graceful restart, watchdog,
 // hardening and stop, fabricd-wait-online.service's ordering, and the
 // package's maintainer scripts on install, upgrade, removal and purge.
@@ -12,7 +15,7 @@
 // units are never touched (see bootScript).
 //
 // It needs root, systemd, dpkg and FRR; without them it skips.
-package systemdtest
+package disttest
 
 import (
 	"bytes"
@@ -61,9 +64,26 @@ type packages struct {
 	v1, v2 string // .deb paths
 }
 
-// buildDebs packages the static binaries in FABRICD_RELEASE_BIN (make
-// passes bin/release, what make deb packages) or builds them, with the
-// same program make deb runs.
+// releaseBinaries returns a directory with the static fabricd and
+// fabricctl as packaged: FABRICD_RELEASE_BIN (make passes bin/release, what
+// make deb and make image package) or binaries built for this test.
+func releaseBinaries(t *testing.T, repo string) string {
+	t.Helper()
+	if dir := os.Getenv("FABRICD_RELEASE_BIN"); dir != "" {
+		return dir
+	}
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir+"/", "./cmd/fabricd", "./cmd/fabricctl")
+	build.Dir = repo
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building fabricd: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// buildDebs packages the release binaries twice, with the program make deb
+// runs.
 func buildDebs(t *testing.T) packages {
 	t.Helper()
 	repo, err := filepath.Abs("../..")
@@ -71,16 +91,7 @@ func buildDebs(t *testing.T) packages {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	p := packages{bin: os.Getenv("FABRICD_RELEASE_BIN")}
-	if p.bin == "" {
-		p.bin = filepath.Join(dir, "bin")
-		build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", p.bin+"/", "./cmd/fabricd", "./cmd/fabricctl")
-		build.Dir = repo
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("building fabricd: %v\n%s", err, out)
-		}
-	}
+	p := packages{bin: releaseBinaries(t, repo)}
 	for i, v := range []string{"0.0.1~e2e1", "0.0.1~e2e2"} {
 		out := filepath.Join(dir, fmt.Sprintf("fabricd_%s_amd64.deb", v))
 		cmd := exec.Command("go", "-C", filepath.Join(repo, "packaging"), "run", "./cmd/fabricd-dist",

@@ -1,4 +1,4 @@
-package systemdtest
+package disttest
 
 import (
 	"bytes"
