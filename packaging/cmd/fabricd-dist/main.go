@@ -57,23 +57,15 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	gitVersion, commitTime, err := packaging.GitVersion(root)
-	if err != nil {
-		return err
-	}
 	spec := packaging.Spec{
 		Repo:       root,
 		BinDir:     *bin,
 		Version:    *version,
-		Time:       commitTime,
 		Arch:       *arch,
 		Maintainer: *maintainer,
 	}
 	if spec.BinDir == "" {
 		spec.BinDir = filepath.Join(root, "bin", "release")
-	}
-	if spec.Version == "" {
-		spec.Version = gitVersion
 	}
 	if epoch := os.Getenv("SOURCE_DATE_EPOCH"); epoch != "" {
 		secs, err := strconv.ParseInt(epoch, 10, 64)
@@ -81,6 +73,20 @@ func run(args []string, stdout io.Writer) error {
 			return fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", epoch, err)
 		}
 		spec.Time = time.Unix(secs, 0).UTC()
+	}
+	// git is asked only for what was not given, so a source tree without
+	// .git builds with --version and SOURCE_DATE_EPOCH.
+	if spec.Version == "" || spec.Time.IsZero() {
+		gitVersion, commitTime, err := packaging.GitVersion(root)
+		if err != nil {
+			return fmt.Errorf("%w (or give --version and SOURCE_DATE_EPOCH)", err)
+		}
+		if spec.Version == "" {
+			spec.Version = gitVersion
+		}
+		if spec.Time.IsZero() {
+			spec.Time = commitTime
+		}
 	}
 	path := *out
 	if path == "" {
