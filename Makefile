@@ -8,6 +8,7 @@ BINDIR  ?= $(PREFIX)/bin
 UNITDIR ?= /etc/systemd/system
 CONFDIR ?= /etc/fabricd
 COMPDIR ?= $(PREFIX)/share/bash-completion/completions
+MANDIR  ?= $(PREFIX)/share/man
 
 GO      ?= go
 GOFLAGS ?=
@@ -16,10 +17,14 @@ export CGO_ENABLED = 0
 # Debian packages the lab and the tests need: FRR as the ToR, iproute2 and
 # ping for the lab, curl for the metrics endpoint, nftables to make a ToR
 # drop traffic (BFD test), ignition and yamllint to check the deployment
-# examples.
-DEB_PACKAGES = frr iproute2 iputils-ping curl util-linux procps nftables ignition yamllint
+# examples; lintian, rpm and man-db to check the packages, systemd to run
+# the .deb under it, podman and runc to run the image (Debian 12's crun
+# cannot run on hosts with both cgroup versions mounted).
+DEB_PACKAGES = frr iproute2 iputils-ping curl util-linux procps nftables ignition yamllint \
+	git lintian rpm man-db systemd podman runc
 
-.PHONY: all build deps demo test unit e2e fuzz deploy-check bench proto install uninstall clean
+.PHONY: all build deps demo test unit e2e fuzz deploy-check bench proto install uninstall clean \
+	release-bin deb rpm image package-check
 
 all: build
 
@@ -40,9 +45,10 @@ demo: deps build
 	$(GO) run ./testenv/cmd/fabricd-lab demo --fabricd $(CURDIR)/bin/fabricd
 
 # Everything CI runs: vet, unit tests with the race detector, the
-# deployment examples, the end-to-end tests against FRR, and a short
-# fuzzing pass over every parser.
-test: deps unit deploy-check e2e fuzz
+# deployment examples, the packages and the image, the end-to-end tests
+# against FRR (including the .deb under systemd and the image under
+# podman), and a short fuzzing pass over every parser.
+test: deps unit deploy-check package-check e2e fuzz
 
 unit:
 	$(GO) vet ./...
@@ -53,9 +59,12 @@ unit:
 # GoBGP's callbacks, the control loop, the API and the FIB writer fails the
 # run. Known upstream GoBGP races (testenv/racereport.go) are printed but do
 # not fail it. E2E_RACE= runs the static binaries as shipped.
+# testenv/dist installs the .deb of bin/release into a systemd in private
+# namespaces and runs the image under podman (about a minute).
 E2E_RACE ?= 1
-e2e:
-	FABRICD_E2E_RACE=$(E2E_RACE) CGO_ENABLED=1 $(GO) test -count=1 -timeout 25m ./testenv/...
+e2e: release-bin
+	FABRICD_E2E_RACE=$(E2E_RACE) FABRICD_RELEASE_BIN=$(CURDIR)/bin/release CGO_ENABLED=1 \
+		$(GO) test -count=1 -timeout 25m ./testenv/...
 
 # Each fuzz target runs FUZZTIME (inputs, or a duration such as 30s): the
 # config loader, the FRR config translator and every hand-written parser
@@ -84,6 +93,39 @@ BENCHFLAGS ?=
 bench: deps build
 	$(GO) run ./testenv/cmd/fabricd-bench --fabricd $(CURDIR)/bin/fabricd $(BENCHFLAGS)
 
+# Release artefacts, from stripped static binaries in bin/release, by
+# packaging/cmd/fabricd-dist (its own Go module: nfpm and
+# go-containerregistry stay out of fabricd's dependencies). The version
+# comes from git describe (v-tags) or the commit, every timestamp from the
+# commit (SOURCE_DATE_EPOCH overrides): the same commit gives the same
+# bytes. VERSION=1.2.3 overrides.
+VERSION ?=
+DIST = $(GO) -C packaging run ./cmd/fabricd-dist $(if $(VERSION),--version '$(VERSION)')
+
+release-bin:
+	$(GO) build $(GOFLAGS) -trimpath -ldflags='-s -w' -o bin/release/ ./cmd/fabricd ./cmd/fabricctl
+
+# bin/fabricd_VERSION_ARCH.deb
+deb: release-bin
+	$(DIST) deb
+
+# bin/fabricd-VERSION-1.ARCH.rpm
+rpm: release-bin
+	$(DIST) rpm
+
+# bin/fabricd-image.tar: an OCI image archive (static binaries, empty base),
+# built without a container daemon; prints its digest. Load it with
+# `podman load -i`, push it with `skopeo copy oci-archive:bin/fabricd-image.tar docker://...`.
+image: release-bin
+	$(DIST) image
+
+# The artefacts' checks: contents, conffiles, maintainer scripts, man
+# pages, lintian, the image's layers, entrypoint and user, the DaemonSet
+# against the image, and that two builds give the same bytes.
+package-check: deb rpm image
+	$(GO) -C packaging vet ./...
+	FABRICD_RELEASE_BIN=$(CURDIR)/bin/release $(GO) -C packaging test -count=1 ./...
+
 proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I api \
 		--go_out=api/fabricdpb --go_opt=paths=source_relative \
@@ -94,18 +136,22 @@ install: build
 	install -D -m 0755 bin/fabricd $(DESTDIR)$(SBINDIR)/fabricd
 	install -D -m 0755 bin/fabricctl $(DESTDIR)$(BINDIR)/fabricctl
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(COMPDIR)
-	sed 's|/usr/local/sbin/fabricd|$(SBINDIR)/fabricd|g' dist/fabricd.service > $(DESTDIR)$(UNITDIR)/fabricd.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/fabricd.service
-	sed 's|/usr/local/bin/fabricctl|$(BINDIR)/fabricctl|g' dist/fabricd-wait-online.service > $(DESTDIR)$(UNITDIR)/fabricd-wait-online.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/fabricd-wait-online.service
+	for u in fabricd.service fabricd-wait-online.service; do \
+		sed 's|/usr/local/sbin/fabricd|$(SBINDIR)/fabricd|g; s|/usr/local/bin/fabricctl|$(BINDIR)/fabricctl|g' dist/$$u > $(DESTDIR)$(UNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
 	install -D -m 0644 dist/fabricd.toml $(DESTDIR)$(CONFDIR)/fabricd.toml.example
 	[ -e $(DESTDIR)$(CONFDIR)/fabricd.toml ] || install -m 0644 dist/fabricd.toml $(DESTDIR)$(CONFDIR)/fabricd.toml
 	bin/fabricctl completion bash > $(DESTDIR)$(COMPDIR)/fabricctl
+	install -D -m 0644 dist/man/fabricd.8 $(DESTDIR)$(MANDIR)/man8/fabricd.8
+	install -D -m 0644 dist/man/fabricctl.8 $(DESTDIR)$(MANDIR)/man8/fabricctl.8
+	install -D -m 0644 dist/man/fabricd.toml.5 $(DESTDIR)$(MANDIR)/man5/fabricd.toml.5
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/fabricd $(DESTDIR)$(BINDIR)/fabricctl $(DESTDIR)$(UNITDIR)/fabricd.service \
 		$(DESTDIR)$(UNITDIR)/fabricd-wait-online.service \
-		$(DESTDIR)$(CONFDIR)/fabricd.toml.example $(DESTDIR)$(COMPDIR)/fabricctl
+		$(DESTDIR)$(CONFDIR)/fabricd.toml.example $(DESTDIR)$(COMPDIR)/fabricctl \
+		$(DESTDIR)$(MANDIR)/man8/fabricd.8 $(DESTDIR)$(MANDIR)/man8/fabricctl.8 $(DESTDIR)$(MANDIR)/man5/fabricd.toml.5
 
 clean:
 	rm -rf bin

@@ -265,8 +265,21 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	if !strings.Contains(probe, "fabricctl") || !strings.Contains(probe, "wait-online") {
 		t.Errorf("readiness probe %q does not ask fabricctl wait-online", probe)
 	}
-	if !slices.Contains(strings_(dig(c, "args")), "--sigterm=restart") {
-		t.Error("a rolling update must be a graceful restart (--sigterm=restart)")
+	// A rolling update must be a graceful restart: the image's entrypoint
+	// says --sigterm=restart (packaging's tests pin it), so the DaemonSet
+	// must neither replace the entrypoint nor undo the flag.
+	if dig(c, "command") != nil {
+		t.Error("command replaces the image's entrypoint (fabricd --sigterm=restart)")
+	}
+	for _, arg := range strings_(dig(c, "args")) {
+		if strings.HasPrefix(arg, "--sigterm") {
+			t.Errorf("args %q: the image's entrypoint already sets --sigterm=restart", arg)
+		}
+	}
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		if argv := strings_(dig(c, probe, "exec", "command")); len(argv) == 0 || !strings.HasPrefix(argv[0], "/") || strings.HasSuffix(argv[0], "sh") {
+			t.Errorf("%s %q must exec a program by its full path: the image has no shell", probe, argv)
+		}
 	}
 	mounted := false
 	for _, m := range dig(c, "volumeMounts").([]any) {
