@@ -24,6 +24,9 @@ type BGPPeer struct {
 
 // BGPPeers returns the ToR's IPv4 unicast neighbors, keyed by port ("swp1", ...).
 func (r *Router) BGPPeers(ctx context.Context) (map[string]BGPPeer, error) {
+	if !r.flavor.IsFRR() {
+		return r.birdPeers(ctx)
+	}
 	var sum struct {
 		IPv4Unicast struct {
 			Peers map[string]BGPPeer `json:"peers"`

@@ -77,6 +77,11 @@ type Options struct {
 	// (AS 65005, router-id 5.5.5.5). Each ToR's ports are swp1..swpN, in server order.
 	ToRs int
 
+	// ToRFlavors says what ToR i (tor, tor2) runs and how it is configured, for
+	// interop tests (see ToRFlavor); ToRs without an entry run the seed's FRR.
+	// BIRD ToRs take no ToRExtraConfig and no ToRPrefixes.
+	ToRFlavors []ToRFlavor
+
 	Servers []ServerSpec // default SeedServers()
 
 	// Dir holds configs, logs and the fabricd API sockets. Default: a new temporary
@@ -201,6 +206,9 @@ func newLab(opts Options) (*Lab, error) {
 	if err := validateToRPrefixes(opts); err != nil {
 		return nil, err
 	}
+	if err := validateFlavors(opts); err != nil {
+		return nil, err
+	}
 	if len(opts.Servers) == 0 {
 		return nil, errors.New("testenv: no servers")
 	}
@@ -222,6 +230,7 @@ func newLab(opts Options) (*Lab, error) {
 		if i == 1 {
 			r.name, r.asn, r.loopback = "tor2", 65005, netip.MustParsePrefix("5.5.5.5/32")
 		}
+		r.flavor = opts.flavorOf(i)
 		l.tors = append(l.tors, r)
 	}
 	names := map[string]bool{}
@@ -367,6 +376,9 @@ func New(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := checkHost(l.opts.Role); err != nil {
 		return nil, err
 	}
+	if err := checkFlavorHost(l.opts); err != nil {
+		return nil, err
+	}
 	if l.prefix, err = pickPrefix(); err != nil {
 		return nil, err
 	}
@@ -385,6 +397,7 @@ func New(ctx context.Context, opts Options) (_ *Lab, err error) {
 		{"dirs", func(context.Context) error { return l.makeDirs() }},
 		{"namespaces", l.createNamespaces},
 		{"links", l.wireUplinks},
+		{"flavors", l.prepareFlavors},
 		{"pods", l.addPods},
 		{"tors", l.startToRs},
 		{"dad", l.waitDAD},
