@@ -274,7 +274,8 @@ func frrHeader(b *strings.Builder, hostname, dir string) {
 		hostname, filepath.Join(dir, "frr.log"))
 }
 
-// Router is a ToR: FRR's zebra, bgpd and bfdd in its own namespace.
+// Router is a ToR: FRR's zebra, bgpd and bfdd in its own namespace, or BIRD with
+// Options.ToRFlavors (Start, Stop, Restart, Log, BGPPeers and Exec work for both).
 type Router struct {
 	lab      *Lab
 	index    int
@@ -473,7 +474,8 @@ func (r *Router) bgpdConf() string {
 }
 
 // LogPath is the ToR's shared FRR log, <Dir>/<name>/frr.log, with microsecond
-// timestamps: the place to read when sessions came up (%ADJCHANGE lines).
+// timestamps: the place to read when sessions came up (%ADJCHANGE lines). For a
+// BIRD ToR it is <Dir>/<name>/bird.log.
 func (r *Router) LogPath() string {
 	if !r.flavor.IsFRR() {
 		return r.birdLogPath()

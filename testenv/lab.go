@@ -24,8 +24,12 @@
 // Configs and logs live in Dir: tor/frr.log (all ToR daemons, microsecond timestamps),
 // c1/fabricd.toml, c1/fabricd.log, c1/fabricd.sock; with RoleFRR c1/frr.log.
 //
+// Options.ToRFlavors makes a ToR run a variant of the seed's FRR config or BIRD 2
+// instead (see ToRFlavor); a BIRD ToR keeps tor/bird.conf, bird.log and its control
+// socket bird.ctl.
+//
 // The package needs root, iproute2, procps' sysctl, FRR under /usr/lib/frr with vtysh,
-// and ping (iputils-ping) for the tests.
+// and ping (iputils-ping) for the tests; BIRD ToRs need bird2, the no-RA flavor nft.
 package testenv
 
 import (
@@ -89,8 +93,8 @@ type Options struct {
 	// (t.TempDir() is not: its parent is 0700); New checks this.
 	Dir string
 
-	// ToRExtraConfig is appended inside `router bgp` of every ToR, for example
-	// "bgp graceful-restart" or "neighbor COMPUTE bfd". bfdd always runs on the ToRs.
+	// ToRExtraConfig is appended inside `router bgp` of every FRR ToR, for example
+	// "bgp graceful-restart" or "neighbor COMPUTE bfd". bfdd always runs on them.
 	ToRExtraConfig string
 
 	// ToRPrefixes makes every ToR originate that many extra IPv4 /32 prefixes, the

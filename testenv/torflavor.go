@@ -33,7 +33,8 @@ const (
 	// really sends no RA. FRR 8.4 ignores suppress-ra on a port with an
 	// unnumbered BGP neighbor (bgpd asks zebra for RAs, and zebra's
 	// BGP_RA_CONFIGURED wins over the config), so the lab also drops the
-	// ToR's outgoing RAs with nftables (table inet fabricd_lab_nora, counted).
+	// ToR's outgoing RAs on the ports' egress hooks (nftables table netdev
+	// fabricd_lab_nora; Router.DroppedRAs counts them).
 	// FRR still hears the servers' RAs, and so still learns and calls them.
 	ToRFRRNoRA
 	// ToRFRRGlobal is the seed's FRR with a global IPv6 address on each port
@@ -162,9 +163,18 @@ func (l *Lab) prepareFlavors(ctx context.Context) error {
 				return err
 			}
 		case ToRFRRNoRA:
-			rules := fmt.Sprintf("table inet %s {\n\tchain out {\n\t\ttype filter hook output priority 0; policy accept;\n"+
-				"\t\toifname \"swp*\" icmpv6 type nd-router-advert counter drop\n\t}\n}\n", noRATable)
-			if err := nftLoad(ctx, r.Namespace(), filepath.Join(r.dir(), "nora.nft"), rules); err != nil {
+			// On each port's egress hook, after the stack: zebra's sendmsg
+			// succeeds and the RA just never reaches the wire. (A drop in
+			// the output hook made every send fail with EPERM, and zebra
+			// log "Tx RA failed" several times a second.)
+			var rules strings.Builder
+			fmt.Fprintf(&rules, "table netdev %s {\n", noRATable)
+			for i := range l.servers {
+				fmt.Fprintf(&rules, "\tchain %[1]s {\n\t\ttype filter hook egress device %[1]q priority 0; policy accept;\n"+
+					"\t\ticmpv6 type nd-router-advert counter drop\n\t}\n", r.port(i))
+			}
+			rules.WriteString("}\n")
+			if err := nftLoad(ctx, r.Namespace(), filepath.Join(r.dir(), "nora.nft"), rules.String()); err != nil {
 				return err
 			}
 		}
@@ -178,7 +188,7 @@ func (r *Router) DroppedRAs(ctx context.Context) (uint64, error) {
 	if r.flavor != ToRFRRNoRA {
 		return 0, fmt.Errorf("%s is %v, not %v", r.name, r.flavor, ToRFRRNoRA)
 	}
-	out, err := r.Exec(ctx, "nft", "-j", "list", "table", "inet", noRATable)
+	out, err := r.Exec(ctx, "nft", "-j", "list", "table", "netdev", noRATable)
 	if err != nil {
 		return 0, err
 	}
@@ -196,17 +206,23 @@ func (r *Router) DroppedRAs(ctx context.Context) (uint64, error) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		return 0, fmt.Errorf("parsing nft -j output: %w", err)
 	}
+	var n uint64
+	counters := 0
 	for _, item := range doc.Nftables {
 		if item.Rule == nil {
 			continue
 		}
 		for _, e := range item.Rule.Expr {
 			if e.Counter != nil {
-				return e.Counter.Packets, nil
+				n += e.Counter.Packets
+				counters++
 			}
 		}
 	}
-	return 0, errors.New("no counter in table " + noRATable)
+	if counters == 0 {
+		return 0, errors.New("no counter in table " + noRATable)
+	}
+	return n, nil
 }
 
 func nftLoad(ctx context.Context, ns, path, rules string) error {

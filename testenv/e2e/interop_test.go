@@ -6,8 +6,9 @@ package e2e
 // the ToR, and closes the lab before the next row starts.
 //
 // FABRICD_E2E_PCAP=DIR records every ToR port of every row in
-// DIR/<row>-<tor>.pcapng (dumpcap, started before the servers), for
-// docs/interop-notes.md.
+// DIR/<row>-<tor>.pcapng (dumpcap, started before the servers), keeps each
+// row's configs and logs in DIR/<row>/, and turns on FRR's `debug bgp
+// neighbor-events`: the evidence behind docs/interop-notes.md.
 
 import (
 	"context"
@@ -38,7 +39,8 @@ var interopRows = []interopRow{
 	{name: "frr-v6only", flavors: []testenv.ToRFlavor{testenv.ToRFRRV6Only}},
 	{name: "frr-ra-lifetime-0", flavors: []testenv.ToRFlavor{testenv.ToRFRRRALifetime0}},
 	{name: "frr-no-ra", flavors: []testenv.ToRFlavor{testenv.ToRFRRNoRA},
-		failsToday: "fabricd learns the ToR only from its RAs, so it never configures a peer and refuses the ToR's connections"},
+		failsToday: "fabricd holds its own RAs back until it has heard the ToR's, so FRR never learns the server and never calls; " +
+			"and a call would be refused (GoBGP: \"Can't find configuration for a new passive connection\"): the session stays Idle"},
 	{name: "frr-global-addr", flavors: []testenv.ToRFlavor{testenv.ToRFRRGlobal}},
 	{name: "bird", flavors: []testenv.ToRFlavor{testenv.ToRBIRD},
 		failsToday: "BIRD's RAs carry no source link-layer address option, and fabricd takes the ToR's MAC only from it: no route is ever installed"},
@@ -72,14 +74,22 @@ func runInteropRow(t *testing.T, row interopRow) {
 	}
 	ctx := ctxFor(t, 2*time.Minute)
 	begin := time.Now()
-	lab, err := testenv.New(ctx, testenv.Options{
+	opts := testenv.Options{
 		Role:          testenv.RoleFabricd,
 		FabricdBinary: bin("fabricd"),
 		ToRs:          len(row.flavors),
 		ToRFlavors:    row.flavors,
 		Servers:       interopServers(),
 		Logf:          t.Logf,
-	})
+	}
+	research := os.Getenv("FABRICD_E2E_PCAP")
+	if research != "" {
+		opts.Dir, opts.KeepLogs = filepath.Join(research, rowFile(row.name)), true
+		if err := os.RemoveAll(opts.Dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lab, err := testenv.New(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +100,18 @@ func runInteropRow(t *testing.T, row interopRow) {
 		}
 	})
 	logOnFailure(t, lab)
-	startCapture(t, lab, row.name)
+	// Also when the row fails early: the flavor must be what it claims.
+	t.Cleanup(func() { checkNoRA(ctx, t, lab) })
+	if research != "" {
+		startCapture(t, lab, research, row.name)
+		for i := range row.flavors {
+			if tor := lab.ToR(i); tor.Flavor().IsFRR() {
+				if out, err := tor.Vtysh(ctx, "debug bgp neighbor-events"); err != nil {
+					t.Fatalf("%s: %v\n%s", tor.Name(), err, out)
+				}
+			}
+		}
+	}
 
 	if err := lab.StartServers(ctx); err != nil {
 		t.Fatal(err)
@@ -146,6 +167,38 @@ func runInteropRow(t *testing.T, row interopRow) {
 	}
 	checkSeedShape(ctx, t, lab)
 	pingAcross(ctx, t, lab)
+}
+
+// checkNoRA makes sure a ToRFRRNoRA ToR really kept its RAs off the wire
+// through the whole row: FRR tried (it ignores suppress-ra on a port with
+// an unnumbered neighbor), the lab dropped them, and no server heard one.
+// It runs as a cleanup, so it only reports errors.
+func checkNoRA(ctx context.Context, t *testing.T, lab *testenv.Lab) {
+	for i := 0; lab.ToR(i) != nil; i++ {
+		tor := lab.ToR(i)
+		if tor.Flavor() != testenv.ToRFRRNoRA {
+			continue
+		}
+		dropped, err := tor.DroppedRAs(ctx)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if dropped == 0 {
+			t.Errorf("%s: no RA dropped: FRR now honours suppress-ra, or the drop does not work", tor.Name())
+		}
+		for _, s := range lab.Servers() {
+			st, err := fabricdIface(ctx, s, s.Uplinks()[i])
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			if st.RAsReceived != 0 {
+				t.Errorf("%s heard %d RAs on %s from a ToR that must send none", s.Name(), st.RAsReceived, s.Uplinks()[i])
+			}
+		}
+		t.Logf("%s: %d RAs dropped on their way out, none received", tor.Name(), dropped)
+	}
 }
 
 // checkSeedShape checks every server's kernel against the seed: with one ToR
@@ -206,15 +259,13 @@ func pingAcross(ctx context.Context, t *testing.T, lab *testenv.Lab) {
 	}
 }
 
-// startCapture records the ToRs' ports into FABRICD_E2E_PCAP, if set, until
-// the test ends. It returns once dumpcap captures, so that nothing the
-// servers send is missed.
-func startCapture(t *testing.T, lab *testenv.Lab, row string) {
+// rowFile is a row's name as a file name.
+func rowFile(row string) string { return strings.ReplaceAll(row, "+", "-") }
+
+// startCapture records the ToRs' ports into dir until the test ends. It
+// returns once dumpcap captures, so that nothing the servers send is missed.
+func startCapture(t *testing.T, lab *testenv.Lab, dir, row string) {
 	t.Helper()
-	dir := os.Getenv("FABRICD_E2E_PCAP")
-	if dir == "" {
-		return
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +275,7 @@ func startCapture(t *testing.T, lab *testenv.Lab, row string) {
 		for _, s := range lab.Servers() {
 			args = append(args, "-i", tor.PortFor(s.Name()))
 		}
-		base := filepath.Join(dir, strings.ReplaceAll(row, "+", "-")+"-"+tor.Name())
+		base := filepath.Join(dir, rowFile(row)+"-"+tor.Name())
 		args = append(args, "-w", base+".pcapng")
 		errFile, err := os.Create(base + ".dumpcap.log")
 		if err != nil {
