@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // BIRD 2 as a ToR (ToRBIRD): one bird process per ToR namespace, started by hand
@@ -95,8 +96,9 @@ protocol radv {
 	return b.String()
 }
 
-// birdString quotes s for a BIRD config. Paths come from Dir, which makeDirs
-// has already checked for white space; quotes and backslashes are refused here.
+// birdString quotes s for a BIRD config. The strings are port names and paths
+// in Dir, which makeDirs checks for white space and startBIRD for quotes and
+// backslashes.
 func birdString(s string) string {
 	return `"` + s + `"`
 }
@@ -146,7 +148,7 @@ func (r *Router) startBIRD(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		if serr := d.stop(os.Interrupt, stopGrace); serr != nil {
+		if serr := d.stop(syscall.SIGTERM, stopGrace); serr != nil {
 			err = fmt.Errorf("%w (stopping it: %v)", err, serr)
 		}
 		r.bird = nil
