@@ -14,13 +14,14 @@ GO      ?= go
 GOFLAGS ?=
 export CGO_ENABLED = 0
 
-# Debian packages the lab and the tests need: FRR as the ToR, iproute2 and
-# ping for the lab, curl for the metrics endpoint, nftables to make a ToR
-# drop traffic (BFD test), ignition and yamllint to check the deployment
-# examples; lintian, rpm and man-db to check the packages, systemd to run
-# the .deb under it, podman and runc to run the image (Debian 12's crun
-# cannot run on hosts with both cgroup versions mounted).
-DEB_PACKAGES = frr iproute2 iputils-ping curl util-linux procps nftables ignition yamllint \
+# Debian packages the lab and the tests need: FRR as the ToR, BIRD 2 as the
+# other ToR of the interop matrix, iproute2 and ping for the lab, curl for the
+# metrics endpoint, nftables to make a ToR drop traffic (BFD test) or its RAs
+# (interop matrix), ignition and yamllint to check the deployment examples;
+# lintian, rpm and man-db to check the packages, systemd to run the .deb
+# under it, podman and runc to run the image (Debian 12's crun cannot run on
+# hosts with both cgroup versions mounted).
+DEB_PACKAGES = frr bird2 iproute2 iputils-ping curl util-linux procps nftables ignition yamllint \
 	git lintian rpm man-db systemd podman runc
 
 .PHONY: all build deps demo test unit e2e fuzz deploy-check bench proto install uninstall clean \

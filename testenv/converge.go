@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// BGPPeer is one neighbor line of FRR's `show bgp summary json`.
+// BGPPeer is one neighbor line of FRR's `show bgp summary json`. From a BIRD ToR
+// only RemoteAS, State, PfxRcd and PfxSnt are filled in.
 type BGPPeer struct {
 	RemoteAS               uint32 `json:"remoteAs"`
 	Hostname               string `json:"hostname"`
@@ -23,7 +24,11 @@ type BGPPeer struct {
 }
 
 // BGPPeers returns the ToR's IPv4 unicast neighbors, keyed by port ("swp1", ...).
+// For a BIRD ToR they come from `birdc show protocols all` (see birdPeers).
 func (r *Router) BGPPeers(ctx context.Context) (map[string]BGPPeer, error) {
+	if !r.flavor.IsFRR() {
+		return r.birdPeers(ctx)
+	}
 	var sum struct {
 		IPv4Unicast struct {
 			Peers map[string]BGPPeer `json:"peers"`

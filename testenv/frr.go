@@ -274,7 +274,8 @@ func frrHeader(b *strings.Builder, hostname, dir string) {
 		hostname, filepath.Join(dir, "frr.log"))
 }
 
-// Router is a ToR: FRR's zebra, bgpd and bfdd in its own namespace.
+// Router is a ToR: FRR's zebra, bgpd and bfdd in its own namespace, or BIRD with
+// Options.ToRFlavors (Start, Stop, Restart, Log, BGPPeers and Exec work for both).
 type Router struct {
 	lab      *Lab
 	index    int
@@ -282,8 +283,11 @@ type Router struct {
 	asn      uint32
 	loopback netip.Prefix
 
-	mu  sync.Mutex // serialises Start and Stop
-	frr *frrInstance
+	flavor ToRFlavor
+
+	mu   sync.Mutex // serialises Start and Stop
+	frr  *frrInstance
+	bird *daemon // ToRBIRD
 }
 
 // Name is "tor" or "tor2", also its FRR hostname and directory under Dir.
@@ -313,6 +317,9 @@ func (r *Router) PortFor(server string) string {
 
 // Vtysh runs vtysh commands on the ToR, each as a separate -c, and returns the output.
 func (r *Router) Vtysh(ctx context.Context, cmds ...string) (string, error) {
+	if !r.flavor.IsFRR() {
+		return "", fmt.Errorf("%s runs %v, not FRR: no vtysh", r.name, r.flavor)
+	}
 	return vtysh(ctx, r.Namespace(), nil, cmds...)
 }
 
@@ -340,6 +347,9 @@ func (r *Router) Exec(ctx context.Context, name string, args ...string) (string,
 func (r *Router) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.flavor.IsFRR() {
+		return r.startBIRD(ctx)
+	}
 	if err := r.writeConfigs(); err != nil {
 		return err
 	}
@@ -362,6 +372,9 @@ func (r *Router) Start(ctx context.Context) error {
 func (r *Router) Stop(sig os.Signal) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.flavor.IsFRR() {
+		return r.stopBIRD(sig)
+	}
 	if r.frr == nil {
 		return nil
 	}
@@ -383,6 +396,9 @@ func (r *Router) Restart(ctx context.Context) error {
 func (r *Router) Log() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.flavor.IsFRR() {
+		return r.birdLog()
+	}
 	if r.frr == nil {
 		return ""
 	}
@@ -420,7 +436,7 @@ func (r *Router) zebraConf() string {
 	var b strings.Builder
 	frrHeader(&b, r.name, r.dir())
 	for i := range r.lab.servers {
-		fmt.Fprintf(&b, "interface %s\n ipv6 nd ra-interval 5\n ipv6 nd ra-lifetime 15\n no ipv6 nd suppress-ra\nexit\n!\n", r.port(i))
+		fmt.Fprintf(&b, "interface %s\n%sexit\n!\n", r.port(i), r.portNDConfig())
 	}
 	return b.String()
 }
@@ -432,7 +448,7 @@ func (r *Router) bgpdConf() string {
 	fmt.Fprintf(&b, "router bgp %d\n bgp router-id %s\n bgp bestpath as-path multipath-relax\n", r.asn, r.loopback.Addr())
 	b.WriteString(" neighbor COMPUTE peer-group\n neighbor COMPUTE remote-as external\n")
 	for i := range r.lab.servers {
-		fmt.Fprintf(&b, " neighbor %s interface peer-group COMPUTE\n", r.port(i))
+		b.WriteString(r.neighborLine(r.port(i)))
 	}
 	n := r.lab.opts.ToRPrefixes
 	if n > 0 {
@@ -458,8 +474,14 @@ func (r *Router) bgpdConf() string {
 }
 
 // LogPath is the ToR's shared FRR log, <Dir>/<name>/frr.log, with microsecond
-// timestamps: the place to read when sessions came up (%ADJCHANGE lines).
-func (r *Router) LogPath() string { return filepath.Join(r.dir(), "frr.log") }
+// timestamps: the place to read when sessions came up (%ADJCHANGE lines). For a
+// BIRD ToR it is <Dir>/<name>/bird.log.
+func (r *Router) LogPath() string {
+	if !r.flavor.IsFRR() {
+		return r.birdLogPath()
+	}
+	return filepath.Join(r.dir(), "frr.log")
+}
 
 // BestPaths returns how many IPv4 unicast prefixes the ToR's bgpd has selected a
 // best path for: what it can announce. Unlike `show bgp summary`, it also counts

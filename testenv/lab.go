@@ -24,8 +24,12 @@
 // Configs and logs live in Dir: tor/frr.log (all ToR daemons, microsecond timestamps),
 // c1/fabricd.toml, c1/fabricd.log, c1/fabricd.sock; with RoleFRR c1/frr.log.
 //
+// Options.ToRFlavors makes a ToR run a variant of the seed's FRR config or BIRD 2
+// instead (see ToRFlavor); a BIRD ToR keeps tor/bird.conf, bird.log and its control
+// socket bird.ctl.
+//
 // The package needs root, iproute2, procps' sysctl, FRR under /usr/lib/frr with vtysh,
-// and ping (iputils-ping) for the tests.
+// and ping (iputils-ping) for the tests; BIRD ToRs need bird2, the no-RA flavor nft.
 package testenv
 
 import (
@@ -77,6 +81,11 @@ type Options struct {
 	// (AS 65005, router-id 5.5.5.5). Each ToR's ports are swp1..swpN, in server order.
 	ToRs int
 
+	// ToRFlavors says what ToR i (tor, tor2) runs and how it is configured, for
+	// interop tests (see ToRFlavor); ToRs without an entry run the seed's FRR.
+	// BIRD ToRs take no ToRExtraConfig and no ToRPrefixes.
+	ToRFlavors []ToRFlavor
+
 	Servers []ServerSpec // default SeedServers()
 
 	// Dir holds configs, logs and the fabricd API sockets. Default: a new temporary
@@ -84,8 +93,8 @@ type Options struct {
 	// (t.TempDir() is not: its parent is 0700); New checks this.
 	Dir string
 
-	// ToRExtraConfig is appended inside `router bgp` of every ToR, for example
-	// "bgp graceful-restart" or "neighbor COMPUTE bfd". bfdd always runs on the ToRs.
+	// ToRExtraConfig is appended inside `router bgp` of every FRR ToR, for example
+	// "bgp graceful-restart" or "neighbor COMPUTE bfd". bfdd always runs on them.
 	ToRExtraConfig string
 
 	// ToRPrefixes makes every ToR originate that many extra IPv4 /32 prefixes, the
@@ -201,6 +210,9 @@ func newLab(opts Options) (*Lab, error) {
 	if err := validateToRPrefixes(opts); err != nil {
 		return nil, err
 	}
+	if err := validateFlavors(opts); err != nil {
+		return nil, err
+	}
 	if len(opts.Servers) == 0 {
 		return nil, errors.New("testenv: no servers")
 	}
@@ -222,6 +234,7 @@ func newLab(opts Options) (*Lab, error) {
 		if i == 1 {
 			r.name, r.asn, r.loopback = "tor2", 65005, netip.MustParsePrefix("5.5.5.5/32")
 		}
+		r.flavor = opts.flavorOf(i)
 		l.tors = append(l.tors, r)
 	}
 	names := map[string]bool{}
@@ -367,6 +380,9 @@ func New(ctx context.Context, opts Options) (_ *Lab, err error) {
 	if err := checkHost(l.opts.Role); err != nil {
 		return nil, err
 	}
+	if err := checkFlavorHost(l.opts); err != nil {
+		return nil, err
+	}
 	if l.prefix, err = pickPrefix(); err != nil {
 		return nil, err
 	}
@@ -385,6 +401,7 @@ func New(ctx context.Context, opts Options) (_ *Lab, err error) {
 		{"dirs", func(context.Context) error { return l.makeDirs() }},
 		{"namespaces", l.createNamespaces},
 		{"links", l.wireUplinks},
+		{"flavors", l.prepareFlavors},
 		{"pods", l.addPods},
 		{"tors", l.startToRs},
 		{"dad", l.waitDAD},

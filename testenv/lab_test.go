@@ -35,6 +35,9 @@ func allDaemons(l *Lab) []*daemon {
 		if r.frr != nil {
 			ds = append(ds, r.frr.procs...)
 		}
+		if r.bird != nil {
+			ds = append(ds, r.bird)
+		}
 		r.mu.Unlock()
 	}
 	for _, s := range l.servers {
@@ -308,6 +311,71 @@ func TestLabFRRTwoToRs(t *testing.T) {
 	if out, err := c3.Pod(0).Exec(ctx, "ping", "-c", "2", "-i", "0.2", "-W", "2", lab.Server("c1").Pod(0).Addr().String()); err != nil {
 		t.Fatalf("pod ping c3 -> c1: %v\n%s", err, out)
 	}
+}
+
+// TestLabBIRDToR runs BIRD as tor2 next to an FRR tor, with FRR on the servers
+// as the reference: the BIRD ToR must be a working ToR (sessions, its kernel
+// forwarding, ECMP on the servers), survive a restart, and leave nothing behind.
+func TestLabBIRDToR(t *testing.T) {
+	requireLab(t)
+	if _, err := exec.LookPath("bird"); err != nil {
+		t.Skip("needs BIRD 2 (apt-get install bird2)")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	lab, err := New(ctx, Options{Role: RoleFRR, ToRs: 2, ToRFlavors: []ToRFlavor{ToRFRR, ToRBIRD}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	dumpOnFailure(t, lab)
+
+	tor2 := lab.ToR(1)
+	if _, err := tor2.Vtysh(ctx, "show version"); err == nil || !strings.Contains(err.Error(), "not FRR") {
+		t.Errorf("vtysh on a BIRD ToR: %v, want an error saying it is not FRR", err)
+	}
+	if out, err := tor2.Birdc(ctx, "show", "status"); err != nil || !strings.Contains(out, "Router ID is 5.5.5.5") {
+		t.Errorf("birdc show status (%v):\n%s", err, out)
+	}
+	if _, err := tor2.Birdc(ctx, "show", "no-such-thing"); err == nil {
+		t.Error("birdc with a bad command: no error")
+	}
+
+	if err := lab.StartServers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitConverged(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	peers, err := tor2.BGPPeers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []string{"swp1", "swp2", "swp3"} {
+		if p := peers[port]; p.State != "Established" || p.RemoteAS != 65001+uint32(port[3]-'1') || p.PfxRcd != 2 || p.PfxSnt == 0 {
+			t.Errorf("BIRD's session on %s: %+v", port, p)
+		}
+	}
+
+	restarted := time.Now()
+	if err := tor2.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Restart returns with BIRD's sessions gone (they were spawned by the
+	// servers' connections), so this cannot pass on the state from before.
+	if err := lab.WaitConverged(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("converged again %v after restarting BIRD", time.Since(restarted).Round(time.Millisecond))
+	if !strings.Contains(tor2.Log(), "swp1_1: BGP session established") {
+		t.Errorf("BIRD's log lacks the session trace:\n%s", tail(tor2.Log(), 20))
+	}
+
+	prefix, dir, daemons := lab.Prefix(), lab.Dir(), allDaemons(lab)
+	if err := lab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, prefix, dir, daemons)
 }
 
 // TestNewRejectsUnreachableDir: FRR runs as user frr, which cannot enter t.TempDir().

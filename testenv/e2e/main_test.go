@@ -172,7 +172,9 @@ func dumpLogs(t *testing.T, lab *testenv.Lab) {
 	for _, s := range lab.Servers() {
 		t.Logf("---- %s log (tail) ----\n%s", s.Name(), tail(s.Log(), 60))
 	}
-	t.Logf("---- ToR log (tail) ----\n%s", tail(lab.ToR(0).Log(), 40))
+	for i := 0; lab.ToR(i) != nil; i++ {
+		t.Logf("---- %s log (tail) ----\n%s", lab.ToR(i).Name(), tail(lab.ToR(i).Log(), 40))
+	}
 }
 
 func tail(s string, n int) string {

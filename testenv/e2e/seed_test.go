@@ -56,7 +56,12 @@ func waitKernel(ctx context.Context, t *testing.T, lab *testenv.Lab, s *testenv.
 // torMAC is the MAC of the ToR's port facing s.
 func torMAC(ctx context.Context, t *testing.T, lab *testenv.Lab, s *testenv.Server) string {
 	t.Helper()
-	tor := lab.ToR(0)
+	return portMAC(ctx, t, lab.ToR(0), s)
+}
+
+// portMAC is the MAC of tor's port facing s.
+func portMAC(ctx context.Context, t *testing.T, tor *testenv.Router, s *testenv.Server) string {
+	t.Helper()
 	out, err := tor.Exec(ctx, "cat", "/sys/class/net/"+tor.PortFor(s.Name())+"/address")
 	if err != nil {
 		t.Fatal(err)

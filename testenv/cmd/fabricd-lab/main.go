@@ -3,7 +3,7 @@
 // or FRR for comparison), waits for BGP to converge, prints the ToR's sessions, each
 // server's routes and a few pings, and tears everything down again, also on Ctrl-C.
 //
-//	fabricd-lab demo [--role fabricd|frr] [--fabricd PATH] [--tors 1|2] [--keep]
+//	fabricd-lab demo [--role fabricd|frr] [--fabricd PATH] [--tors 1|2] [--tor-flavor F[,F]] [--keep]
 //
 // It needs root and FRR installed under /usr/lib/frr.
 package main
@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +22,7 @@ import (
 	"github.com/fabricd/fabricd/testenv"
 )
 
-const usage = `usage: fabricd-lab demo [--role fabricd|frr] [--fabricd PATH] [--tors 1|2] [--keep]
+const usage = `usage: fabricd-lab demo [--role fabricd|frr] [--fabricd PATH] [--tors 1|2] [--tor-flavor F[,F]] [--keep]
 
 Builds the seed fabric (FRR ToR, servers c1-c3 with one pod each) in network
 namespaces, starts the servers, waits for convergence, shows routes and pings,
@@ -43,7 +42,8 @@ func main() {
 	role := fs.String("role", "fabricd", "what runs on the servers: fabricd or frr")
 	bin := fs.String("fabricd", "", "fabricd binary (needed with --role fabricd)")
 	tors := fs.Int("tors", 1, "number of ToRs, 1 or 2")
-	keep := fs.Bool("keep", false, "keep the lab up until Ctrl-C, to poke around in it")
+	keep := fs.Bool("keep", false, "keep the lab up until Ctrl-C, to poke around in it (also when it does not converge)")
+	flavors := fs.String("tor-flavor", "", "what the ToRs run, one per ToR, comma-separated: "+flavorNames()+" (default frr)")
 	fs.Parse(os.Args[2:])
 	if fs.NArg() > 0 {
 		fs.Usage()
@@ -51,6 +51,16 @@ func main() {
 	}
 
 	opts := testenv.Options{FabricdBinary: *bin, ToRs: *tors}
+	if *flavors != "" {
+		for name := range strings.SplitSeq(*flavors, ",") {
+			f, err := testenv.ParseToRFlavor(name)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "fabricd-lab:", err)
+				os.Exit(2)
+			}
+			opts.ToRFlavors = append(opts.ToRFlavors, f)
+		}
+	}
 	switch *role {
 	case "fabricd":
 		opts.Role = testenv.RoleFabricd
@@ -101,14 +111,25 @@ func demo(ctx context.Context, opts testenv.Options, keep bool) (err error) {
 		if ctx.Err() == nil {
 			printLogs(lab)
 		}
+		if keep && ctx.Err() == nil {
+			// A lab that does not converge is exactly the one to look into.
+			fmt.Printf("\n   not converged: %v\n", err)
+			printHints(lab, opts.Role)
+			<-ctx.Done()
+			fmt.Println()
+		}
 		return interrupted(ctx, err)
 	}
 	fmt.Printf("   converged %v after the servers started\n", time.Since(begin).Round(time.Millisecond))
 
 	for i := 0; lab.ToR(i) != nil; i++ {
 		tor := lab.ToR(i)
-		heading("%s: show bgp summary", tor.Name())
-		out, err := tor.Vtysh(ctx, "show bgp summary")
+		show, run := "show bgp summary", func() (string, error) { return tor.Vtysh(ctx, "show bgp summary") }
+		if !tor.Flavor().IsFRR() {
+			show, run = "birdc show protocols", func() (string, error) { return tor.Birdc(ctx, "show", "protocols") }
+		}
+		heading("%s (%v): %s", tor.Name(), tor.Flavor(), show)
+		out, err := run()
 		if err != nil {
 			return interrupted(ctx, err)
 		}
@@ -172,6 +193,14 @@ func interrupted(ctx context.Context, err error) error {
 	return err
 }
 
+func flavorNames() string {
+	var names []string
+	for _, f := range testenv.ToRFlavors() {
+		names = append(names, f.String())
+	}
+	return strings.Join(names, ", ")
+}
+
 func heading(format string, args ...any) {
 	fmt.Printf("\n== "+format+"\n", args...)
 }
@@ -197,6 +226,10 @@ func printHints(lab *testenv.Lab, role testenv.Role) {
 	first, last := servers[0], servers[len(servers)-1]
 	heading("The lab stays up until Ctrl-C. To look around:")
 	for i := 0; lab.ToR(i) != nil; i++ {
+		if tor := lab.ToR(i); !tor.Flavor().IsFRR() {
+			fmt.Printf("   birdc -s %s show protocols all\n", tor.BirdSocket())
+			continue
+		}
 		fmt.Printf("   vtysh -N %s -c 'show bgp summary'\n", lab.ToR(i).Namespace())
 	}
 	if role == testenv.RoleFRR {
@@ -207,5 +240,5 @@ func printHints(lab *testenv.Lab, role testenv.Role) {
 		fmt.Printf("   ip netns exec %s ping %v\n", pf.Namespace(), pt.Addr())
 	}
 	fmt.Printf("   ip netns exec %s bash     # a shell on %s\n", first.Namespace(), first.Name())
-	fmt.Printf("   logs: %s, %s\n", filepath.Join(lab.Dir(), lab.ToR(0).Name(), "frr.log"), first.LogPath())
+	fmt.Printf("   logs: %s, %s\n", lab.ToR(0).LogPath(), first.LogPath())
 }
