@@ -98,7 +98,7 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 			"router_id", st.RouterID, "opened_by", map[bool]string{true: "ToR", false: "fabricd"}[incoming],
 			"preserves_forwarding", preserves[uplink.IPv4], "restart_time", restart)
 		s.handler.Session(se.id, uplink.Event{Kind: uplink.Session, State: uplink.SessionEstablished, Epoch: se.epoch,
-			PreservesForwarding: preserves, RestartTime: restart, Incoming: incoming, Families: familiesOf(st.RemoteCap)})
+			PreservesForwarding: preserves, RestartTime: restart, Families: familiesOf(st.RemoteCap)})
 	case se.epoch != 0 && st.SessionState != gobgp.BGP_FSM_ESTABLISHED:
 		epoch := se.epoch
 		se.epoch = 0

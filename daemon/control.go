@@ -154,6 +154,8 @@ func (d *Daemon) onDiscovery(ctx context.Context, ev unnumbered.Event) {
 		d.handle(ctx, u, uplink.Event{Kind: uplink.ToRAdvertised, Addr: ev.Neighbor.Addr, MAC: ev.Neighbor.MAC})
 	case unnumbered.NeighborDown:
 		d.handle(ctx, u, uplink.Event{Kind: uplink.ToRSilent, Addr: ev.Neighbor.Addr})
+	case unnumbered.Advertised:
+		d.handle(ctx, u, uplink.Event{Kind: uplink.Advertised})
 	}
 }
 
@@ -163,6 +165,11 @@ func (d *Daemon) onKernelNeighbor(ctx context.Context, n neighbors.Update) {
 	u := d.ids[id]
 	d.mu.Unlock()
 	if !ok || u == nil {
+		return
+	}
+	if string(n.MAC) == string(u.link.Status().MAC) {
+		// Ourselves: the kernel makes an entry for our own address when
+		// our RA comes back to it through the ND socket's multicast loop.
 		return
 	}
 	d.handle(ctx, u, uplink.Event{Kind: uplink.NeighborSeen, Addr: n.Addr.WithZone(u.neighbor.Interface), MAC: n.MAC, Router: n.Router})

@@ -101,6 +101,7 @@ func (l *Link) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.status
+	s.MAC = cloneMAC(s.MAC)
 	if s.Neighbor != nil {
 		n := s.Neighbor.clone()
 		s.Neighbor = &n
@@ -143,6 +144,7 @@ func (l *Link) Run(ctx context.Context, events chan<- Event) error {
 	}()
 
 	r := &runner{
+		ctx:         ctx,
 		l:           l,
 		events:      events,
 		log:         l.log,
@@ -167,6 +169,7 @@ func (l *Link) Run(ctx context.Context, events chan<- Event) error {
 
 // runner is the state of one Run. Only Run's goroutine touches it.
 type runner struct {
+	ctx    context.Context // Run's, for events from deep in the loop
 	l      *Link
 	events chan<- Event
 	log    *slog.Logger
@@ -184,8 +187,9 @@ type runner struct {
 	openBackoff, rsBackoff backoff.Backoff
 	warnIgnored, warnOpen  rateLimiter
 
-	// advertising: our RAs go out (Advertise was called since link-up).
-	advertising bool
+	// advertising: our RAs go out (Advertise was called since link-up);
+	// requested: the next one is reported (Advertised).
+	advertising, requested bool
 }
 
 func (r *runner) loop(ctx context.Context, states <-chan linkState) {
@@ -209,7 +213,7 @@ func (r *runner) loop(ctx context.Context, states <-chan linkState) {
 			// solicits anyway.
 			r.sendRS(time.Now())
 		case <-r.l.advertise:
-			r.advertising = true
+			r.advertising, r.requested = true, true
 			r.advertiseNow(time.Now())
 		case now := <-wake.C:
 			r.onTimer(ctx, now)
@@ -282,7 +286,8 @@ func (r *runner) linkUp(ctx context.Context, now time.Time) {
 	r.up = true
 	r.upSince = now
 	r.tr.setLink(r.st.Name, r.st.Index)
-	r.l.updateStatus(func(s *Status) { s.LinkUp = true })
+	mac := cloneMAC(r.st.MAC)
+	r.l.updateStatus(func(s *Status) { s.LinkUp, s.MAC = true, mac })
 	r.log.Info("link up", "ifindex", r.st.Index)
 	r.emit(ctx, Event{Kind: LinkUp, Interface: r.l.cfg.Interface, Index: r.st.Index})
 	r.openBackoff.Reset()
@@ -403,6 +408,10 @@ func (r *runner) sendRA(now time.Time) {
 	}
 	r.l.updateStatus(func(s *Status) { s.RAsSent++ })
 	r.log.Debug("sent router advertisement")
+	if r.requested {
+		r.requested = false
+		r.emit(r.ctx, Event{Kind: Advertised, Interface: r.l.cfg.Interface, Index: r.st.Index})
+	}
 	r.lastRA = now
 	iv := r.l.cfg.RAInterval
 	r.raDue = now.Add(time.Duration(float64(iv) * (1 - raJitter + 2*raJitter*rand.Float64())))

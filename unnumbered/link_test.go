@@ -178,6 +178,8 @@ type harness struct {
 	events chan Event
 	cancel context.CancelFunc
 	done   chan error
+	// advertised counts the Advertised events skipped.
+	advertised int
 }
 
 func start(t *testing.T, cfg Config, sys *fakeSystem, events chan Event) *harness {
@@ -235,26 +237,44 @@ func (h *harness) nextConn() *fakeConn {
 	}
 }
 
+// expectEvent waits for the next event, which must be of kind. Advertised
+// events (one after each RA Advertise asked for) are skipped unless asked
+// for: most tests are about the other events.
 func (h *harness) expectEvent(kind EventKind) Event {
 	h.t.Helper()
-	select {
-	case ev := <-h.events:
-		if ev.Kind != kind || ev.Interface != "ens3" {
-			h.t.Fatalf("event %v on %q, want %v on ens3", ev.Kind, ev.Interface, kind)
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case ev := <-h.events:
+			if ev.Kind == Advertised && kind != Advertised {
+				h.advertised++
+				continue
+			}
+			if ev.Kind != kind || ev.Interface != "ens3" {
+				h.t.Fatalf("event %v on %q, want %v on ens3", ev.Kind, ev.Interface, kind)
+			}
+			return ev
+		case <-deadline:
+			h.t.Fatalf("no %v event", kind)
+			return Event{}
 		}
-		return ev
-	case <-time.After(3 * time.Second):
-		h.t.Fatalf("no %v event", kind)
-		return Event{}
 	}
 }
 
 func (h *harness) expectNoEvent(d time.Duration) {
 	h.t.Helper()
-	select {
-	case ev := <-h.events:
-		h.t.Fatalf("unexpected event %v %+v", ev.Kind, ev.Neighbor)
-	case <-time.After(d):
+	deadline := time.After(d)
+	for {
+		select {
+		case ev := <-h.events:
+			if ev.Kind == Advertised {
+				h.advertised++
+				continue
+			}
+			h.t.Fatalf("unexpected event %v %+v", ev.Kind, ev.Neighbor)
+		case <-deadline:
+			return
+		}
 	}
 }
 
@@ -529,6 +549,27 @@ func TestRateLimiter(t *testing.T) {
 			t.Fatalf("step %d: allow = %v, %d; want %v, %d", i, ok, n, s.ok, s.wantSuppressed)
 		}
 	}
+}
+
+// TestRunReportsAdvertisements: the RA an Advertise call asked for is
+// reported once it went out (the uplink's machine times its patience
+// for the ToR from it); periodic RAs are not.
+func TestRunReportsAdvertisements(t *testing.T) {
+	sys := newFakeSystem()
+	h := start(t, Config{RAInterval: 30 * time.Millisecond}, sys, make(chan Event, 8))
+	h.setState(upState(3))
+	h.expectEvent(LinkUp)
+	h.l.Advertise() // before the socket is open: reported when it is
+	c := h.nextConn()
+	expectRS(t, c)
+	expectRA(t, c)
+	h.expectEvent(Advertised)
+	for range 3 {
+		expectRA(t, c) // periodic
+	}
+	h.l.Advertise()
+	h.expectEvent(Advertised)
+	h.expectNoEvent(100 * time.Millisecond)
 }
 
 func TestRunDeferredAdvertisements(t *testing.T) {

@@ -48,6 +48,7 @@ const (
 	LinkDown                          // carrier lost, or interface deleted
 	NeighborUp                        // a router advertisement from the neighbor (Event.Neighbor holds it, perhaps new or changed)
 	NeighborDown                      // the neighbor is gone (link down, or its RAs stopped for longer than its router lifetime / stale timeout)
+	Advertised                        // the RA that Advertise asked for went out
 )
 
 // String implements fmt.Stringer.
@@ -61,6 +62,8 @@ func (k EventKind) String() string {
 		return "NeighborUp"
 	case NeighborDown:
 		return "NeighborDown"
+	case Advertised:
+		return "Advertised"
 	default:
 		return fmt.Sprintf("EventKind(%d)", int(k))
 	}
@@ -92,6 +95,8 @@ const DefaultRAInterval = 10 * time.Second
 type Status struct {
 	Interface string
 	LinkUp    bool
+	// MAC is the interface's own: a neighbour entry with it is ourselves.
+	MAC net.HardwareAddr
 	Neighbor  *Neighbor // nil when none
 	// RAsReceived counts valid RAs from any source on this link, including
 	// those from a second router that were then ignored.

@@ -118,7 +118,11 @@ func (w *world) step(op, arg byte) {
 		}
 		w.m.Handle(Event{Kind: ToRAdvertised, Addr: addr, MAC: mac}, w.now)
 	case 3:
-		w.m.Handle(Event{Kind: ToRSilent, Addr: addrs[arg%2]}, w.now)
+		if arg&1 != 0 {
+			w.m.Handle(Event{Kind: Advertised}, w.now)
+		} else {
+			w.m.Handle(Event{Kind: ToRSilent, Addr: addrs[arg%2]}, w.now)
+		}
 	case 4:
 		addr, mac := addrs[arg%2], macs[(arg>>1)%3]
 		if mac != nil {
@@ -137,7 +141,7 @@ func (w *world) step(op, arg byte) {
 			w.established, w.estAt, w.fbits, w.eor, w.opening = true, w.now, arg&1 != 0, [2]bool{}, false
 			w.fbitsOf[w.epoch] = w.fbits
 			w.push(Event{Kind: Session, State: SessionEstablished, Epoch: w.epoch,
-				PreservesForwarding: [2]bool{w.fbits, w.fbits}, RestartTime: time.Duration(arg%4) * 30 * time.Second, Incoming: arg&2 != 0,
+				PreservesForwarding: [2]bool{w.fbits, w.fbits}, RestartTime: time.Duration(arg%4) * 30 * time.Second,
 				Families: [2]bool{true, arg&4 == 0}})
 			w.families = [2]bool{true, arg&4 == 0}
 		}
@@ -277,7 +281,7 @@ func FuzzMailbox(f *testing.F) {
 					epoch++
 					established = true
 					emit(Event{Kind: Session, State: SessionEstablished, Epoch: epoch, PreservesForwarding: [2]bool{arg&1 != 0, arg&2 != 0},
-						Incoming: arg&4 != 0, Families: [2]bool{true, arg&8 != 0}})
+						Families: [2]bool{true, arg&8 != 0}})
 				}
 			case 2:
 				if established {

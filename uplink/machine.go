@@ -48,8 +48,10 @@ import (
 // Around them, for the BGP peer: a peer that failed is re-created (GoBGP
 // would refuse the ToR for 5 s), after a backoff, never while a
 // connection is opening (collision resolution must finish). A peer waits
-// for the ToR to connect (passive) unless the ToR has been seen to leave
-// that to us, or has not connected within activeAfter.
+// for the ToR to connect (passive): most ToRs connect the moment our RA
+// tells them our address, and two sides connecting at once collide. If
+// the ToR has not connected activeAfter after our RA went out, the peer
+// connects itself; after a collision it waits longer.
 type Phase uint8
 
 const (
@@ -130,9 +132,9 @@ type Machine struct {
 	families    [2]bool       // negotiated in the current session
 	preserves   [2]bool       // the ToR's F bits from its last OPEN
 	torRestart  time.Duration // its restart time from its last OPEN
-	// torConnects: the ToR opens the session itself (learned from who
-	// opened the last one; assumed until seen otherwise).
-	torConnects bool
+	// collisions counts connection attempts that failed while opening
+	// since the last session: the ToR connects too, so wait longer for it.
+	collisions int
 
 	helping    bool
 	staleUntil time.Time // kept paths of an ended session are swept then
@@ -148,7 +150,6 @@ type Machine struct {
 	unstick    uint32
 	stuckAt    time.Time // a session still opening then is stuck
 
-	advertised  bool      // our RA went out since carrier came
 	advertiseAt time.Time // discovering: advertise anyway then
 	resolveAt   time.Time // MAC unknown: ask the kernel again then
 
@@ -162,7 +163,7 @@ type Machine struct {
 
 // New returns the machine of an uplink without carrier.
 func New(cfg Config, act Actions, log *slog.Logger, now time.Time) *Machine {
-	m := &Machine{cfg: cfg, act: act, log: log, since: now, torConnects: true, passive: true}
+	m := &Machine{cfg: cfg, act: act, log: log, since: now, passive: true}
 	if cfg.Pinned.IsValid() {
 		m.tor, m.torSource = cfg.Pinned, SourceConfig
 	}
@@ -178,7 +179,7 @@ func (m *Machine) Status() Status {
 		Phase: m.phase, Since: m.since, Carrier: m.carrier, Ifindex: m.ifindex,
 		ToR: m.tor, ToRSource: m.torSource, MAC: cloneMAC(m.mac), MACSource: m.macSource, LastHeard: m.lastHeard,
 		Session: m.session, Epoch: m.epoch, EndOfRIB: m.eor, FIB: m.applied.fwd, Peer: m.applied.peer,
-		Established: m.established, StaleUntil: m.staleUntil, ToRConnects: m.torConnects,
+		Established: m.established, StaleUntil: m.staleUntil,
 	}
 }
 
@@ -191,6 +192,8 @@ func (m *Machine) Handle(ev Event, now time.Time) {
 		m.onCarrierDown(now)
 	case ToRAdvertised:
 		m.onToR(ev.Addr, ev.MAC, SourceRA, now)
+	case Advertised:
+		m.onAdvertised(now)
 	case ToRSilent:
 		if ev.Addr == m.tor {
 			m.log.Warn("the ToR's router advertisements stopped; keeping its session while BGP holds", "address", ev.Addr)
@@ -250,7 +253,7 @@ func (m *Machine) Tick(now time.Time) {
 	if due(m.activeAt, now) {
 		m.activeAt = time.Time{}
 		if m.passive && m.established.IsZero() && !m.session.opening() {
-			m.log.Info("the ToR has not connected; connecting to it", "waited", activeAfter)
+			m.log.Info("the ToR has not connected; connecting to it", "waited", m.activeWait())
 			m.passive = false
 			m.generation++
 		}
@@ -265,8 +268,8 @@ func (m *Machine) Tick(now time.Time) {
 	if due(m.rearmAt, now) {
 		m.rearmAt = time.Time{}
 		if m.session == SessionIdle && m.carrier && m.tor.IsValid() {
-			// The fresh peer waits for the ToR if it connects on its own.
-			m.passive = m.torConnects
+			// The fresh peer waits for the ToR to connect first.
+			m.passive = true
 			m.generation++
 		}
 	}
@@ -295,8 +298,7 @@ func (m *Machine) onCarrierUp(ifindex int, now time.Time) {
 		m.onCarrierDown(now)
 	}
 	m.carrier, m.ifindex = true, ifindex
-	m.advertised = false
-	m.passive = m.torConnects
+	m.passive = true
 	if m.tor.IsValid() {
 		// The ToR we had, most likely the same one: configure its peer and
 		// advertise at once (the RA leaves once our address is usable), so
@@ -371,7 +373,8 @@ func (m *Machine) onToR(addr netip.Addr, mac net.HardwareAddr, src Source, now t
 // onNeighbor takes a kernel neighbour entry for a link-local address on
 // the uplink: the ToR's MAC for its known address, or the ToR's address
 // itself when no RA named one (a ToR that sends none connects to us, and
-// the kernel resolves it on the way).
+// the kernel resolves it on the way; its neighbour advertisements say it
+// is a router).
 func (m *Machine) onNeighbor(ev Event, now time.Time) {
 	if !m.carrier {
 		return
@@ -382,7 +385,7 @@ func (m *Machine) onNeighbor(ev Event, now time.Time) {
 			m.setMAC(ev.MAC, SourceKernel)
 		}
 		m.lastHeard = now
-	case !m.tor.IsValid() && !m.cfg.Pinned.IsValid() && ev.MAC != nil:
+	case !m.tor.IsValid() && !m.cfg.Pinned.IsValid() && ev.MAC != nil && ev.Router:
 		m.log.Info("ToR found in the neighbour table (it sent no router advertisement)", "address", ev.Addr, "mac", ev.MAC.String(), "router", ev.Router)
 		m.setToR(ev.Addr, SourceKernel)
 		m.setMAC(ev.MAC, SourceKernel)
@@ -424,8 +427,7 @@ func (m *Machine) onSession(ev Event, now time.Time) {
 			m.families[IPv4] = true // no multiprotocol capability: IPv4 (RFC 4760)
 		}
 		m.preserves, m.torRestart = ev.PreservesForwarding, ev.RestartTime
-		m.torConnects = ev.Incoming
-		m.rearmAt, m.failures, m.activeAt, m.stuckAt = time.Time{}, 0, time.Time{}, time.Time{}
+		m.rearmAt, m.failures, m.activeAt, m.stuckAt, m.collisions = time.Time{}, 0, time.Time{}, time.Time{}, 0
 		m.syncUntil, m.noEOR = now.Add(m.cfg.HoldTime), false
 		if m.helping && !m.preserves[IPv4] && !m.preserves[IPv6] {
 			// RFC 4724 4.2: no F bit in the new OPEN means the ToR lost
@@ -449,10 +451,10 @@ func (m *Machine) onSession(ev Event, now time.Time) {
 		m.stuckAt = time.Time{}
 	}
 	m.session = ev.State
-	if ev.Reason == ReasonCollision {
+	if ev.Reason == ReasonCollision && ev.State == SessionIdle {
 		// Both sides connected at once and each dropped a connection:
-		// the ToR connects on its own, so the next peer waits for it.
-		m.torConnects = true
+		// the ToR connects on its own, so the next peer waits longer.
+		m.collisions++
 	}
 	if ev.State == SessionIdle {
 		m.scheduleRearm(ev, now)
@@ -506,8 +508,21 @@ func (m *Machine) scheduleRearm(ev Event, now time.Time) {
 // advertise sends our RA now and keeps advertising.
 func (m *Machine) advertise(now time.Time) {
 	m.advertiseAt = time.Time{}
-	m.advertised = true
 	m.act.Advertise()
+}
+
+// onAdvertised: our RA went out. A ToR that connects on its own does so
+// now; give it activeWait before connecting ourselves.
+func (m *Machine) onAdvertised(now time.Time) {
+	if m.passive && m.established.IsZero() && m.activeAt.IsZero() && m.carrier && m.tor.IsValid() {
+		m.activeAt = now.Add(m.activeWait())
+	}
+}
+
+// activeWait is how long a passive peer waits for the ToR: activeAfter,
+// doubled for each collision since the last session, at most 16 times.
+func (m *Machine) activeWait() time.Duration {
+	return activeAfter << min(m.collisions, 4)
 }
 
 // derive is the phase the facts add up to.
@@ -552,10 +567,6 @@ func (m *Machine) settle(now time.Time) {
 	if peer != m.applied.peer {
 		m.applied.peer = peer
 		m.act.SetPeer(peer)
-	}
-	if peer.Passive && m.advertised && m.established.IsZero() && m.activeAt.IsZero() && m.rearmAt.IsZero() {
-		// The ToR has heard us; if it does not connect, we will.
-		m.activeAt = now.Add(activeAfter)
 	}
 
 	var fwd FIB

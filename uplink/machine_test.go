@@ -71,7 +71,7 @@ func ra(addr netip.Addr, mac net.HardwareAddr) Event {
 }
 func established(epoch uint64, fbits bool) Event {
 	return Event{Kind: Session, State: SessionEstablished, Epoch: epoch, PreservesForwarding: [2]bool{fbits, fbits},
-		RestartTime: 120 * time.Second, Incoming: true, Families: [2]bool{true, true}}
+		RestartTime: 120 * time.Second, Families: [2]bool{true, true}}
 }
 func lost(epoch uint64, graceful bool) Event {
 	return Event{Kind: Session, State: SessionIdle, Epoch: epoch, Graceful: graceful, Detail: "test"}
@@ -165,16 +165,18 @@ func TestTransitions(t *testing.T) {
 		{"discovering: no RA, advertise anyway", Discovering, false, nil, advertiseAfter, Discovering,
 			[]check{advertised, peerIs(netip.Addr{}, false)}},
 		{"discovering: ToR found in the neighbour table", Discovering, false,
-			[]Event{{Kind: NeighborSeen, Addr: torLL, MAC: torMAC}}, 0, Connecting, []check{peerIs(torLL, true)}},
+			[]Event{{Kind: NeighborSeen, Addr: torLL, MAC: torMAC, Router: true}}, 0, Connecting, []check{peerIs(torLL, true)}},
+		{"discovering: a neighbour that is not a router is not the ToR", Discovering, false,
+			[]Event{{Kind: NeighborSeen, Addr: torLL, MAC: torMAC}}, 0, Discovering, []check{peerIs(netip.Addr{}, false)}},
 		{"discovering: unresolved neighbour entry is not a ToR", Discovering, false,
 			[]Event{{Kind: NeighborSeen, Addr: torLL}}, 0, Discovering, []check{peerIs(netip.Addr{}, false)}},
 		{"discovering: carrier down", Discovering, false, []Event{carrierDown()}, 0, NoCarrier, nil},
 		// connecting
 		{"connecting: session up", Connecting, false, []Event{established(1, false)}, 0, Syncing,
 			[]check{fibIs(false, false), noPeerChange}},
-		{"connecting: passive peer goes active when the ToR does not connect", Connecting, false, nil, activeAfter, Connecting,
+		{"connecting: passive peer goes active when the ToR does not connect", Connecting, false, []Event{{Kind: Advertised}}, activeAfter, Connecting,
 			[]check{peerIs(torLL, false), newGeneration}},
-		{"connecting: no switch to active while opening", Connecting, false, []Event{state(SessionOpenSent)}, activeAfter, Connecting,
+		{"connecting: no switch to active while opening", Connecting, false, []Event{{Kind: Advertised}, state(SessionOpenSent)}, activeAfter, Connecting,
 			[]check{noPeerChange}},
 		{"connecting: failure while opening re-creates a passive peer at once", Connecting, false,
 			[]Event{state(SessionOpenConfirm), {Kind: Session, State: SessionIdle, Reason: ReasonCollision}}, 0, Connecting,
@@ -338,21 +340,41 @@ func TestIPv6DoesNotWaitForMAC(t *testing.T) {
 	}
 }
 
-// TestLearnsWhoConnects: a ToR that never connects (fabricd opened the
-// last session) gets an active peer at once after the next failure.
-func TestLearnsWhoConnects(t *testing.T) {
+// TestPassiveThenActive: a fresh peer waits for the ToR to connect, and
+// connects itself activeAfter after our RA went out; after a collision it
+// waits twice as long, until a session comes up.
+func TestPassiveThenActive(t *testing.T) {
 	r := in(t, Connecting, false)
+	if !r.f.peer.Passive {
+		t.Fatalf("a fresh peer is active: %+v", r.f.peer)
+	}
+	r.after(5 * activeAfter)
+	if !r.f.peer.Passive {
+		t.Fatalf("went active before our RA went out")
+	}
+	r.ev(Event{Kind: Advertised})
+	r.after(activeAfter - time.Millisecond)
+	if !r.f.peer.Passive {
+		t.Fatalf("went active early")
+	}
+	r.after(time.Millisecond)
+	if r.f.peer.Passive {
+		t.Fatalf("still passive %v after our RA", activeAfter)
+	}
+	// Both sides connected at once.
+	r.ev(state(SessionOpenSent))
+	r.ev(Event{Kind: Session, State: SessionIdle, Reason: ReasonCollision})
+	if !r.f.peer.Passive {
+		t.Fatalf("re-created active after a collision: %+v", r.f.peer)
+	}
+	r.ev(Event{Kind: Advertised})
+	r.after(activeAfter)
+	if !r.f.peer.Passive {
+		t.Fatalf("after a collision, went active after %v", activeAfter)
+	}
 	r.after(activeAfter)
 	if r.f.peer.Passive {
-		t.Fatalf("still passive after %v", activeAfter)
-	}
-	e := established(1, false)
-	e.Incoming = false
-	r.ev(e)
-	r.ev(lost(1, false))
-	r.after(0)
-	if r.f.peer.Passive {
-		t.Fatalf("re-created passive, though the ToR left connecting to us")
+		t.Fatalf("after a collision, still passive after %v", 2*activeAfter)
 	}
 }
 

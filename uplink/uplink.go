@@ -115,6 +115,9 @@ const (
 	// EndOfRIB: the ToR has sent its whole table of Family in session
 	// Epoch.
 	EndOfRIB
+	// Advertised: our router advertisement asked for by Advertise went
+	// out.
+	Advertised
 )
 
 func (k EventKind) String() string {
@@ -133,6 +136,8 @@ func (k EventKind) String() string {
 		return "session"
 	case EndOfRIB:
 		return "end-of-rib"
+	case Advertised:
+		return "advertised"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -153,12 +158,10 @@ type Event struct {
 	Epoch  uint64
 	Family Family // EndOfRIB
 	// Established only: the ToR preserves forwarding across its own BGP
-	// restarts (the graceful restart capability's F bit) per family, its
-	// restart time (0 without graceful restart), and whether it opened
-	// the connection (Incoming) or fabricd did.
+	// restarts (the graceful restart capability's F bit) per family, and
+	// its restart time (0 without graceful restart).
 	PreservesForwarding [2]bool
 	RestartTime         time.Duration
-	Incoming            bool
 	// Established only: the families the session carries (both sides
 	// announced them in their OPEN).
 	Families [2]bool
@@ -292,7 +295,4 @@ type Status struct {
 	// StaleUntil is when kept paths of an ended session are swept; zero
 	// when none are kept.
 	StaleUntil time.Time
-	// ToRConnects is what fabricd learned about which side opens the
-	// session: the ToR (true) or fabricd.
-	ToRConnects bool
 }

@@ -28,10 +28,8 @@ import (
 type interopRow struct {
 	name    string
 	flavors []testenv.ToRFlavor // one per ToR
-	// failsToday says why the row fails with fabricd as of this commit.
-	// It is logged when the row starts, never used to skip: these rows must
-	// fail until fabricd handles that ToR (issue 12).
-	failsToday string
+	// needs says what fabricd must do to pass the row, for the log.
+	needs string
 }
 
 var interopRows = []interopRow{
@@ -39,13 +37,12 @@ var interopRows = []interopRow{
 	{name: "frr-v6only", flavors: []testenv.ToRFlavor{testenv.ToRFRRV6Only}},
 	{name: "frr-ra-lifetime-0", flavors: []testenv.ToRFlavor{testenv.ToRFRRRALifetime0}},
 	{name: "frr-no-ra", flavors: []testenv.ToRFlavor{testenv.ToRFRRNoRA},
-		failsToday: "fabricd holds its own RAs back until it has heard the ToR's, so FRR never learns the server and never calls; " +
-			"and a call would be refused (GoBGP: \"Can't find configuration for a new passive connection\"): the session stays Idle"},
+		needs: "advertise without having heard the ToR, and find it in the neighbour table when it calls"},
 	{name: "frr-global-addr", flavors: []testenv.ToRFlavor{testenv.ToRFRRGlobal}},
 	{name: "bird", flavors: []testenv.ToRFlavor{testenv.ToRBIRD},
-		failsToday: "BIRD's RAs carry no source link-layer address option, and fabricd takes the ToR's MAC only from it: no route is ever installed"},
+		needs: "the ToR's MAC from the kernel (its RAs have no source link-layer option), and connect to a passive ToR"},
 	{name: "frr+bird", flavors: []testenv.ToRFlavor{testenv.ToRFRR, testenv.ToRBIRD},
-		failsToday: "as the bird row, on ens4"},
+		needs: "as the bird row, on ens4"},
 }
 
 // interopServers keeps the rows small: the seed's servers, one pod each.
@@ -69,8 +66,8 @@ func runInteropRow(t *testing.T, row interopRow) {
 			}
 		}
 	}
-	if row.failsToday != "" {
-		t.Logf("KNOWN FAILURE with today's fabricd (issue 12): %s", row.failsToday)
+	if row.needs != "" {
+		t.Logf("this row needs fabricd to %s", row.needs)
 	}
 	ctx := ctxFor(t, 2*time.Minute)
 	begin := time.Now()
