@@ -303,6 +303,14 @@ func (t *Tracker) observe(at time.Time, on bool) {
 	t.history = append(t.history, Transition{At: at, On: on})
 }
 
+// State returns the condition's value now and since when it has had it.
+func (t *Tracker) State() (on bool, since time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	last := t.history[len(t.history)-1]
+	return last.On, last.At
+}
+
 // What describes the condition.
 func (t *Tracker) What() string { return t.what }
 
