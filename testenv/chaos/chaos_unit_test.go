@@ -112,17 +112,17 @@ func TestAllFullAndNextFull(t *testing.T) {
 	}
 }
 
-// testResult is a two-server run with one flap of c1's link to tor1 (carrier
+// testResult is a three-server run with one flap of c1's link to tor1 (carrier
 // lost at 1000 ms, back at 1200 ms, full ECMP at 1500 ms) and one freeze of
 // tor2 from 5000 ms to 15000 ms that never recovers.
 func testResult() *Result {
-	eps := []probe.Endpoint{{Name: "c1", Server: "c1"}, {Name: "c2", Server: "c2"}}
+	eps := []probe.Endpoint{{Name: "c1", Server: "c1"}, {Name: "c2", Server: "c2"}, {Name: "c3", Server: "c3"}}
 	r := &Result{
-		Servers: []string{"c1", "c2"},
-		Ports:   []string{"swp1", "swp2"},
+		Servers: []string{"c1", "c2", "c3"},
+		Ports:   []string{"swp1", "swp2", "swp3"},
 		T0:      at(0),
 		End:     at(30000),
-		Flood:   &probe.Result{Endpoints: eps, FlowList: []probe.Flow{{From: 0, To: 1}, {From: 1, To: 0}}},
+		Flood:   &probe.Result{Endpoints: eps, FlowList: []probe.Flow{{From: 0, To: 1}, {From: 1, To: 0}, {From: 1, To: 2}}},
 		Events: []Event{
 			{Index: 0, Step: Step{Class: LinkFlap, ToR: 0, Server: 0, Down: 200 * time.Millisecond}, Start: at(1000), End: at(1200)},
 			{Index: 1, Step: Step{Class: ToRFreeze, ToR: 1, Server: -1, Down: 10 * time.Second}, Start: at(5000), End: at(15000)},
@@ -131,9 +131,11 @@ func testResult() *Result {
 			Full: [][]nlmon.Transition{
 				{{At: at(-100), On: true}, {At: at(1001), On: false}, {At: at(1500), On: true}, {At: at(14000), On: false}},
 				{{At: at(-100), On: true}},
+				{{At: at(-100), On: true}},
 			},
 			Carrier: [][][]nlmon.Transition{
 				{{{At: at(-100), On: true}, {At: at(1000), On: false}, {At: at(1200), On: true}}, {{At: at(-100), On: true}}},
+				{{{At: at(-100), On: true}}, {{At: at(-100), On: true}}},
 				{{{At: at(-100), On: true}}, {{At: at(-100), On: true}}},
 			},
 		},
@@ -155,6 +157,7 @@ func TestAnalyseAttributesLosses(t *testing.T) {
 		{Flow: 0, Sent: at(1150)},  // 150 ms after: the flap's, beyond the rule
 		{Flow: 0, Sent: at(3400)},  // within the flap's 2 s grace after recovery (1500 + 2000)
 		{Flow: 0, Sent: at(3600)},  // in no window
+		{Flow: 2, Sent: at(1100)},  // c2 -> c3: a flap of c1's link cannot cost it
 		{Flow: 1, Sent: at(20000)}, // the freeze never recovered: its window runs to the end
 	}
 	r.analyseWith(losses)
@@ -172,8 +175,8 @@ func TestAnalyseAttributesLosses(t *testing.T) {
 	if !freeze.Never || freeze.Lost != 1 {
 		t.Errorf("freeze: never %v, lost %d; want never and 1", freeze.Never, freeze.Lost)
 	}
-	if len(r.Unattributed) != 1 || !r.Unattributed[0].Sent.Equal(at(3600)) {
-		t.Errorf("unattributed %v, want the loss at 3600 ms", r.Unattributed)
+	if len(r.Unattributed) != 2 || !r.Unattributed[0].Sent.Equal(at(3600)) || r.Unattributed[1].Flow != 2 {
+		t.Errorf("unattributed %v, want the loss at 3600 ms and c2 -> c3's", r.Unattributed)
 	}
 	// Share before the flap: tor1's swp1, in and out, 20 of the 40 packets both
 	// ToRs forwarded in that second.
@@ -187,7 +190,7 @@ func TestAnalyseAttributesLosses(t *testing.T) {
 	for _, row := range r.Rows {
 		rows[row.Class] = row
 	}
-	if rows[string(LinkFlap)].Lost != 2 || rows[string(ToRFreeze)].Never != 1 || rows[noEvent].Lost != 1 {
+	if rows[string(LinkFlap)].Lost != 2 || rows[string(ToRFreeze)].Never != 1 || rows[noEvent].Lost != 2 {
 		t.Errorf("rows %+v", r.Rows)
 	}
 	if r.Passed() || len(r.Failures) != 4 {

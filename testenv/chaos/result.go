@@ -251,9 +251,11 @@ func (r *Result) carrierLosses(srv, uplink int, from, to time.Time) []time.Time 
 
 // attribute assigns every lost request: first to the in-flight allowance of a
 // flap of one of its servers' own links, else to the latest fault whose
-// window [Start, WindowEnd) holds its sending time, else to no event. A loss
-// within the windows of several overlapping faults goes to the one that began
-// last and is counted as Shared, since which of them caused it cannot be told.
+// window [Start, WindowEnd) holds its sending time and that could have cost
+// it (a fault of one server's link or daemon only costs that server's flows;
+// a ToR fault any flow), else to no event. A loss that several overlapping
+// faults could have caused goes to the one that began last and is counted as
+// Shared, since which of them caused it cannot be told.
 func (r *Result) attribute(losses []probe.Loss) {
 	type flapLosses struct {
 		event  int
@@ -296,6 +298,11 @@ func (r *Result) attribute(losses []probe.Loss) {
 		for i, ev := range r.Events {
 			o := r.Outcomes[i]
 			if ev.Start.IsZero() || l.Sent.Before(ev.Start) || !l.Sent.Before(o.WindowEnd) {
+				continue
+			}
+			// A fault of one server's link or daemon can only cost that
+			// server's flows.
+			if srv := ev.Step.Server; srv >= 0 && r.Servers[srv] != from && r.Servers[srv] != to {
 				continue
 			}
 			windows++
