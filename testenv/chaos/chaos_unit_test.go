@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -113,8 +115,9 @@ func TestAllFullAndNextFull(t *testing.T) {
 }
 
 // testResult is a three-server run with one flap of c1's link to tor1 (carrier
-// lost at 1000 ms, back at 1200 ms, full ECMP at 1500 ms) and one freeze of
-// tor2 from 5000 ms to 15000 ms that never recovers.
+// lost at 1000 ms, back at 1200 ms, full ECMP at 1500 ms, the session up
+// again at 1800 ms) and one freeze of tor2 from 5000 ms to 15000 ms that
+// never recovers.
 func testResult() *Result {
 	eps := []probe.Endpoint{{Name: "c1", Server: "c1"}, {Name: "c2", Server: "c2"}, {Name: "c3", Server: "c3"}}
 	r := &Result{
@@ -138,6 +141,12 @@ func testResult() *Result {
 				{{{At: at(-100), On: true}}, {{At: at(-100), On: true}}},
 				{{{At: at(-100), On: true}}, {{At: at(-100), On: true}}},
 			},
+			Sessions: [][]nlmon.Transition{
+				{{At: at(-100), On: true}, {At: at(1000), On: false}, {At: at(1800), On: true}}, // tor1-c1
+				{{At: at(-100), On: true}}, {{At: at(-100), On: true}},
+				{{At: at(-100), On: true}, {At: at(14000), On: false}}, // tor2-c1
+				{{At: at(-100), On: true}}, {{At: at(-100), On: true}},
+			},
 		},
 	}
 	// 10 packets a second through each ToR port, in and out, from 0 to 30 s.
@@ -155,8 +164,8 @@ func TestAnalyseAttributesLosses(t *testing.T) {
 	losses := []probe.Loss{
 		{Flow: 1, Sent: at(1050)},  // c2 -> c1 just after c1's carrier loss: in flight
 		{Flow: 0, Sent: at(1150)},  // 150 ms after: the flap's, beyond the rule
-		{Flow: 0, Sent: at(3400)},  // within the flap's 2 s grace after recovery (1500 + 2000)
-		{Flow: 0, Sent: at(3600)},  // in no window
+		{Flow: 0, Sent: at(3700)},  // within the flap's 2 s grace after its session is back (1800 + 2000)
+		{Flow: 0, Sent: at(3900)},  // in no window
 		{Flow: 2, Sent: at(1100)},  // c2 -> c3: a flap of c1's link cannot cost it
 		{Flow: 1, Sent: at(20000)}, // the freeze never recovered: its window runs to the end
 	}
@@ -175,8 +184,11 @@ func TestAnalyseAttributesLosses(t *testing.T) {
 	if !freeze.Never || freeze.Lost != 1 {
 		t.Errorf("freeze: never %v, lost %d; want never and 1", freeze.Never, freeze.Lost)
 	}
-	if len(r.Unattributed) != 2 || !r.Unattributed[0].Sent.Equal(at(3600)) || r.Unattributed[1].Flow != 2 {
-		t.Errorf("unattributed %v, want the loss at 3600 ms and c2 -> c3's", r.Unattributed)
+	if len(r.Unattributed) != 2 || !r.Unattributed[0].Sent.Equal(at(3900)) || r.Unattributed[1].Flow != 2 {
+		t.Errorf("unattributed %v, want the loss at 3900 ms and c2 -> c3's", r.Unattributed)
+	}
+	if flap.ToSessions != 600*time.Millisecond || !freeze.SessionsNever {
+		t.Errorf("sessions back after the flap: %v, want 600ms; after the freeze never %v, want never", flap.ToSessions, freeze.SessionsNever)
 	}
 	// Share before the flap: tor1's swp1, in and out, 20 of the 40 packets both
 	// ToRs forwarded in that second.
@@ -193,8 +205,8 @@ func TestAnalyseAttributesLosses(t *testing.T) {
 	if rows[string(LinkFlap)].Lost != 2 || rows[string(ToRFreeze)].Never != 1 || rows[noEvent].Lost != 2 {
 		t.Errorf("rows %+v", r.Rows)
 	}
-	if r.Passed() || len(r.Failures) != 4 {
-		t.Errorf("failures %q, want the flap's and the freeze's losses, the freeze's recovery and the unattributed loss", r.Failures)
+	if r.Passed() || len(r.Failures) != 5 {
+		t.Errorf("failures %q, want the flap's and the freeze's losses, the freeze's FIB and sessions and the unattributed loss", r.Failures)
 	}
 	table := Table([]*Result{r})
 	for _, want := range []string{"link-flap", "1 (<= 50 ms)", "never (1 of 1)", noEvent} {
@@ -271,4 +283,63 @@ func TestLeak(t *testing.T) {
 			t.Errorf("final %+v: leak %v, want %v", c.final, got, c.leak)
 		}
 	}
+}
+
+func TestSessionsFromToRLogs(t *testing.T) {
+	dir := t.TempDir()
+	paths := []string{filepath.Join(dir, "tor.log"), filepath.Join(dir, "tor2.log")}
+	base := time.Now().Truncate(time.Microsecond)
+	stamp := func(ms int) string { return base.Add(time.Duration(ms) * time.Millisecond).Format(frrTimeLayout) }
+	for _, p := range paths {
+		// Written before the following begins: not read.
+		if err := os.WriteFile(p, []byte(stamp(-5000)+" BGP: [N9HHH-F8H1M] %ADJCHANGE: neighbor swp1(vm) in vrf default Down\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := followSessions(paths, []string{"swp1", "swp10"}, time.Millisecond)
+	appendLog := func(p, text string) {
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(text)
+		f.Close()
+	}
+	appendLog(paths[0], stamp(100)+" BGP: [PXVXG-TFNNT] %ADJCHANGE: neighbor swp10(vm) in vrf default Down Waiting for NHT\n"+
+		stamp(150)+" BGP: [M59KS-A3ZXZ] bgp_update_receive: rcvd End-of-RIB for IPv4 Unicast from swp1 in vrf default\n"+
+		stamp(300)+" BGP: [N9HHH-F8H1M] %ADJCHANGE: neighbor swp10(vm) in vrf")
+	waitFor(t, func() bool { return !s.allUp() })
+	if d := s.down([]string{"tor", "tor2"}); !slices.Equal(d, []string{"tor swp10"}) {
+		t.Errorf("down %q, want tor swp10 (swp1 is another port)", d)
+	}
+	appendLog(paths[0], " default Up\n") // the rest of the line
+	waitFor(t, s.allUp)
+	kill := base.Add(time.Second)
+	s.killed(1, kill)
+	if d := s.down([]string{"tor", "tor2"}); len(d) != 2 {
+		t.Errorf("after tor2's kill, down %q", d)
+	}
+	h := s.stop()
+	if len(h) != 4 || len(h[0]) != 1 || len(h[1]) != 3 || h[1][1].On || !h[1][2].On || len(h[2]) != 2 || !h[2][1].At.Equal(kill) {
+		t.Fatalf("histories %v", h)
+	}
+	if !h[1][1].At.Equal(base.Add(100*time.Millisecond)) || !h[1][2].At.Equal(base.Add(300*time.Millisecond)) {
+		t.Errorf("session down at %v and up at %v, want the log's times", h[1][1].At, h[1][2].At)
+	}
+	for _, line := range []string{"", "garbage", stamp(0) + " BGP: %ADJCHANGE: neighbor swp1(x) in vrf default Sideways"} {
+		if _, _, _, ok := parseAdjChange(line); ok {
+			t.Errorf("parsed %q", line)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatal("condition not met within a second")
 }

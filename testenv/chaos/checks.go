@@ -47,7 +47,7 @@ func (r *runner) checkSessions(ctx context.Context) Check {
 			}
 		}
 		if len(bad) == 0 {
-			c.OK = true
+			c.OK, c.Detail = true, ""
 			return c
 		}
 		c.Detail = strings.Join(bad, "; ")

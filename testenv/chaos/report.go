@@ -36,6 +36,16 @@ func (row Row) worst() string {
 	return fmtDur(row.WorstToFull)
 }
 
+func (row Row) worstSessions() string {
+	switch {
+	case row.Events == 0:
+		return "-"
+	case row.SessionsNever > 0:
+		return fmt.Sprintf("never (%d of %d)", row.SessionsNever, row.Events)
+	}
+	return fmtDur(row.WorstSessions)
+}
+
 func (row Row) inFlight() string {
 	if row.InFlight == 0 {
 		return "0"
@@ -62,7 +72,7 @@ func (row Row) notes() string {
 func Table(results []*Result) string {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "class\trole\tfaults\tlost\tin flight (own link)\tvia disturbed, before\tafter\tworst time to full ECMP\tnotes")
+	fmt.Fprintln(w, "class\trole\tfaults\tlost\tin flight (own link)\tvia disturbed, before\tafter\tworst time to full ECMP\tto all sessions up\tnotes")
 	if len(results) == 0 {
 		w.Flush()
 		return b.String()
@@ -71,11 +81,11 @@ func Table(results []*Result) string {
 		for _, r := range results {
 			row := r.Rows[i]
 			if row.Class == noEvent {
-				fmt.Fprintf(w, "%s\t%v\t\t%d\t\t\t\t\t\n", row.Class, r.Role, row.Lost)
+				fmt.Fprintf(w, "%s\t%v\t\t%d\t\t\t\t\t\t\n", row.Class, r.Role, row.Lost)
 				continue
 			}
-			fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", row.Class, r.Role, row.Events, row.Lost, row.inFlight(),
-				fmtShare(row.CrossBefore, row.TotalBefore), fmtShare(row.CrossAfter, row.TotalAfter), row.worst(), row.notes())
+			fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", row.Class, r.Role, row.Events, row.Lost, row.inFlight(),
+				fmtShare(row.CrossBefore, row.TotalBefore), fmtShare(row.CrossAfter, row.TotalAfter), row.worst(), row.worstSessions(), row.notes())
 		}
 	}
 	w.Flush()
@@ -131,7 +141,7 @@ func Markdown(results []*Result, command string) string {
 			inFlightBefore, inFlightAfter)
 	}
 	b.WriteString("```\n" + Table(results) + "```\n\n")
-	b.WriteString("`via disturbed`: share of the flood the ToRs forwarded across the disturbed element (the ToR; for link faults that link; for server faults that server's links) in the second before the fault, and in the second after full ECMP returned. `*`: another fault began before this one had recovered.\n\n")
+	b.WriteString("`via disturbed`: share of the flood packets the ToRs received that went into the disturbed element (the ToR; for link faults that link, both ways; for server faults that server's links, both ways), counted on the ToR ports before routing, in the second before the fault and in the second after full ECMP returned. `*`: another fault began before this one had recovered.\n\n")
 	for _, r := range results {
 		r.markdownRole(&b)
 	}
@@ -191,8 +201,8 @@ func (r *Result) markdownRole(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "\nTolerance: %d file descriptors, %d goroutines (lowest of several samples each time).\n", fdTolerance, goroutineTolerance)
 
-	b.WriteString("\n### Faults\n\nTimes are seconds after the flood began; `full ECMP` is from the fault's end to every server routing every other server's loopback and pod block over both uplinks again.\n\n")
-	b.WriteString("| # | t | clock | class | fault | lasted | lost | in flight | via disturbed before / after | full ECMP again | notes |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n### Faults\n\nTimes are seconds after the flood began; `full ECMP again` is from the fault's end to every server routing every other server's loopback and pod block over both uplinks again, `sessions up again` to both ToRs logging every session with the servers up again.\n\n")
+	b.WriteString("| # | t | clock | class | fault | lasted | lost | in flight | via disturbed before / after | full ECMP again | sessions up again | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, ev := range r.Events {
 		o := r.Outcomes[i]
 		var notes []string
@@ -211,18 +221,21 @@ func (r *Result) markdownRole(b *strings.Builder) {
 		if ev.Err != "" {
 			notes = append(notes, "error: "+ev.Err)
 		}
-		full := fmtDur(o.ToFull)
+		full, sess := fmtDur(o.ToFull), fmtDur(o.ToSessions)
 		if o.Never {
 			full = "never"
 		}
+		if o.SessionsNever {
+			sess = "never"
+		}
 		if ev.Start.IsZero() {
-			fmt.Fprintf(b, "| %d | | | %s | %s | | | | | | %s |\n", ev.Index, ev.Step.Class, ev.What, strings.Join(notes, "; "))
+			fmt.Fprintf(b, "| %d | | | %s | %s | | | | | | | %s |\n", ev.Index, ev.Step.Class, ev.What, strings.Join(notes, "; "))
 			continue
 		}
-		fmt.Fprintf(b, "| %d | %.1f | %s | %s | %s | %s | %d | %d | %s / %s | %s | %s |\n",
+		fmt.Fprintf(b, "| %d | %.1f | %s | %s | %s | %s | %d | %d | %s / %s | %s | %s | %s |\n",
 			ev.Index, ev.Start.Sub(r.T0).Seconds(), ev.Start.Format("15:04:05.000"), ev.Step.Class, ev.What,
 			fmtDur(ev.End.Sub(ev.Start)), o.Lost, o.InFlight, fmtShare(o.CrossBefore, o.TotalBefore),
-			fmtShare(o.CrossAfter, o.TotalAfter), full, strings.Join(notes, "; "))
+			fmtShare(o.CrossAfter, o.TotalAfter), full, sess, strings.Join(notes, "; "))
 	}
 
 	b.WriteString("\n### Losses\n\n")

@@ -49,6 +49,9 @@ type Result struct {
 type Trackers struct {
 	Full    [][]nlmon.Transition   // per server: full ECMP
 	Carrier [][][]nlmon.Transition // per server, per uplink: carrier
+	// Sessions: per ToR and server (ToR by ToR), the BGP session as the ToR's
+	// log tells it: up or down.
+	Sessions [][]nlmon.Transition
 }
 
 // Outcome is what a fault did.
@@ -56,7 +59,12 @@ type Outcome struct {
 	Recovered  time.Time     // first moment of full ECMP everywhere after End
 	ToFull     time.Duration // Recovered - End
 	Never      bool          // not within recoveryTimeout
-	Overlapped bool          // another fault began before it had recovered
+	// SessionsBack is the first moment after End when every ToR had every
+	// session up again; ToSessions and SessionsNever as above.
+	SessionsBack  time.Time
+	ToSessions    time.Duration
+	SessionsNever bool
+	Overlapped    bool // another fault began before it had recovered
 	WindowEnd  time.Time     // losses sent before this are the fault's (see attribute)
 
 	Lost           int // losses attributed to the fault, beyond the rule
@@ -89,6 +97,8 @@ type Row struct {
 	WorstToFull    time.Duration
 	WorstOverlap   bool // the worst time includes another fault's effect
 	Never          int
+	WorstSessions  time.Duration
+	SessionsNever  int
 	Degraded       int // faults begun on a fabric an earlier fault had left without full ECMP
 	Errors         int // faults that could not be injected
 }
@@ -101,8 +111,12 @@ func (r *Result) Passed() bool { return len(r.Failures) == 0 }
 
 type interval struct{ from, to time.Time } // to zero: still open
 
-// allFull returns the intervals during which every server had full ECMP.
+// allFull returns the intervals during which every timeline (every server's
+// full ECMP, every session) was on. With no timeline, that is always.
 func allFull(hist [][]nlmon.Transition) []interval {
+	if len(hist) == 0 {
+		return []interval{{}}
+	}
 	type change struct {
 		at     time.Time
 		server int
@@ -189,6 +203,7 @@ func (r *Result) analyse() { r.analyseWith(r.Flood.Losses()) }
 // analyseWith is analyse with the flood's losses given.
 func (r *Result) analyseWith(losses []probe.Loss) {
 	full := allFull(r.Trackers.Full)
+	up := allFull(r.Trackers.Sessions)
 	r.Outcomes = make([]Outcome, len(r.Events))
 	for i := range r.Events {
 		ev := &r.Events[i]
@@ -200,27 +215,16 @@ func (r *Result) analyseWith(losses []probe.Loss) {
 		}
 		o := &r.Outcomes[i]
 		o.LostFlows = map[string]int{}
+		// The window lasts until both the FIBs and the sessions are back, or
+		// to the end of the run if they never were.
+		o.WindowEnd = ev.End
 		o.Recovered = nextFull(full, ev.End)
-		switch {
-		case o.Recovered.IsZero():
-			o.Never = true
-			o.WindowEnd = r.End
-		case o.Recovered.Sub(ev.End) > recoveryTimeout:
-			o.Never = true
-			o.WindowEnd = o.Recovered.Add(lossGrace)
-		default:
-			o.ToFull = o.Recovered.Sub(ev.End)
-			o.WindowEnd = o.Recovered.Add(lossGrace)
-		}
-		if o.WindowEnd.Before(ev.End.Add(lossGrace)) {
-			o.WindowEnd = ev.End.Add(lossGrace)
-		}
-		settled := o.Recovered
-		if o.Never || settled.Before(ev.End) {
-			settled = o.WindowEnd
-		}
+		o.ToFull, o.Never = recovery(ev.End, o.Recovered, r.End, &o.WindowEnd)
+		o.SessionsBack = nextFull(up, ev.End)
+		o.ToSessions, o.SessionsNever = recovery(ev.End, o.SessionsBack, r.End, &o.WindowEnd)
+		o.WindowEnd = o.WindowEnd.Add(lossGrace)
 		for j, other := range r.Events {
-			if j != i && other.Start.After(ev.Start) && !other.Start.After(settled) {
+			if j != i && other.Start.After(ev.Start) && other.Start.Before(o.WindowEnd) {
 				o.Overlapped = true
 			}
 		}
@@ -235,6 +239,18 @@ func (r *Result) analyseWith(losses []probe.Loss) {
 	}
 	r.attribute(losses)
 	r.summarise()
+}
+
+// recovery measures from end to back (zero: never). It pushes windowEnd to
+// back, or to runEnd if it never came.
+func recovery(end, back, runEnd time.Time, windowEnd *time.Time) (time.Duration, bool) {
+	if back.IsZero() {
+		*windowEnd = maxTime(*windowEnd, runEnd)
+		return 0, true
+	}
+	*windowEnd = maxTime(*windowEnd, back)
+	d := back.Sub(end)
+	return d, d > recoveryTimeout
 }
 
 // carrierLosses returns the moments server srv's uplink lost carrier, seen by
@@ -364,6 +380,13 @@ func (r *Result) summarise() {
 			case o.ToFull > row.WorstToFull:
 				row.WorstToFull, row.WorstOverlap = o.ToFull, o.Overlapped
 			}
+			switch {
+			case ev.Start.IsZero():
+			case o.SessionsNever:
+				row.SessionsNever++
+			default:
+				row.WorstSessions = max(row.WorstSessions, o.ToSessions)
+			}
 		}
 		r.Rows = append(r.Rows, row)
 	}
@@ -405,12 +428,15 @@ func (r *Result) summarise() {
 		if row.Never > 0 {
 			f = append(f, fmt.Sprintf("%s: full ECMP did not return within %v after %d of %d faults", row.Class, recoveryTimeout, row.Never, row.Events))
 		}
+		if row.SessionsNever > 0 {
+			f = append(f, fmt.Sprintf("%s: the ToRs' sessions with every server were not all up again within %v after %d of %d faults", row.Class, recoveryTimeout, row.SessionsNever, row.Events))
+		}
 		if row.Errors > 0 {
 			f = append(f, fmt.Sprintf("%s: %d faults could not be injected", row.Class, row.Errors))
 		}
 	}
 	if !r.FinalHealthy {
-		f = append(f, fmt.Sprintf("full ECMP missing on some server %v after the last fault", finalTimeout))
+		f = append(f, fmt.Sprintf("full ECMP or a session still missing %v after the last fault", finalTimeout))
 	}
 	for _, c := range r.Checks {
 		if !c.OK {

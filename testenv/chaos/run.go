@@ -19,13 +19,20 @@
 //     carrier loss of that link (seen by the server's kernel), are counted in
 //     their own column and do not fail the run.
 //   - Traffic across the disturbed ToR: nftables counters on every ToR port
-//     count the ICMP packets each ToR forwards, read in process every 100 ms.
-//     For each fault, the share of the flood that crossed the disturbed element
-//     (the ToR; for a link fault that link; for a server fault that server's
-//     links) in the second before it began, and in the second after full ECMP
-//     returned, shows that the fault really hit traffic. Each server hashes
-//     ECMP with its own net.ipv4.fib_multipath_hash_seed (derived from the run
-//     seed), so flows spread over both ToRs.
+//     count the echo requests and replies each ToR receives from the servers
+//     (before routing: also those it then drops) and sends to them, read in
+//     process every 100 ms. For each fault, the share of the flood that went
+//     into the disturbed element (the ToR; for a link fault that link, both
+//     ways; for a server fault that server's links) in the second before it
+//     began, and in the second after full ECMP returned, shows that the fault
+//     really hit traffic. Each server hashes ECMP with its own
+//     net.ipv4.fib_multipath_hash_seed (derived from the run seed), so flows
+//     spread over both ToRs.
+//   - Sessions: the ToRs' logs (%ADJCHANGE lines), read in process as they
+//     grow, tell when every session with every server is up again. A fault's
+//     window for losses lasts until both the FIBs and the sessions are back
+//     (a FIB can hold stale paths through a ToR that has no session), and the
+//     next fault on the other ToR waits for both.
 //   - Time to full ECMP again: one rtnetlink monitor per server namespace
 //     (package nlmon) tracks whether every other server's loopback and pod
 //     block is routed over both uplinks; from the end of a fault (link up, ToR
@@ -43,6 +50,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,6 +154,7 @@ type runner struct {
 	carrier [][]*nlmon.Tracker // per server, per uplink
 	meters  []*nlmon.Counters  // per ToR
 	series  *series
+	sess    *sessions
 	probe   *probe.Probe
 	procs   *procs
 
@@ -258,13 +267,22 @@ func (r *runner) setUp(ctx context.Context) error {
 		for _, s := range r.servers {
 			ports = append(ports, t.PortFor(s.Name()))
 		}
-		m, err := nlmon.InstallCounters(ctx, t.Namespace(), "chaos_flood", ports, "meta l4proto icmp")
+		// Echo requests and replies only: not the ToR's own ICMP errors.
+		m, err := nlmon.InstallCounters(ctx, t.Namespace(), "chaos_flood", ports, "icmp type { echo-request, echo-reply }")
 		if err != nil {
 			return err
 		}
 		r.meters = append(r.meters, m)
 	}
 	r.series = startSeries(r.meters, sampleEvery)
+	var logs, ports []string
+	for _, t := range r.tors {
+		logs = append(logs, t.LogPath())
+	}
+	for _, s := range r.servers {
+		ports = append(ports, r.tors[0].PortFor(s.Name()))
+	}
+	r.sess = followSessions(logs, ports, sampleEvery)
 
 	// Endpoints: the servers' loopbacks, then their pods, as probeFlows expects.
 	var eps []probe.Endpoint
@@ -300,6 +318,10 @@ func (r *runner) closeInstruments() {
 		r.series.stop()
 		r.series = nil
 	}
+	if r.sess != nil {
+		r.sess.stop()
+		r.sess = nil
+	}
 	for _, m := range r.meters {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		m.Close(ctx)
@@ -312,14 +334,23 @@ func (r *runner) closeInstruments() {
 	r.mons = nil
 }
 
-// healthy reports whether every server has full ECMP now.
-func (r *runner) healthy() bool {
-	for _, t := range r.full {
+// healthy reports whether every server has full ECMP now and every ToR
+// says its session with every server is up. (A FIB can be full of stale
+// paths through a ToR that has no session with the server.)
+func (r *runner) healthy() bool { return len(r.unhealthy()) == 0 }
+
+// unhealthy lists what keeps the fabric from being healthy.
+func (r *runner) unhealthy() []string {
+	var out []string
+	for i, t := range r.full {
 		if on, _ := t.State(); !on {
-			return false
+			out = append(out, r.names[i]+" lacks full ECMP")
 		}
 	}
-	return true
+	for _, d := range r.sess.down([]string{r.tors[0].Name(), r.tors[1].Name()}) {
+		out = append(out, "session "+d+" down")
+	}
+	return out
 }
 
 // waitHealthy waits up to timeout for full ECMP on every server.
@@ -376,7 +407,8 @@ func (r *runner) soak(ctx context.Context) (*Result, error) {
 			if st.Class.serverLevel() || st.ToR != lastToR {
 				if !r.degraded && !r.waitHealthy(ctx, recoveryTimeout) && ctx.Err() == nil {
 					r.degraded = true
-					r.logf("chaos: %v: full ECMP did not return within %v; going on with a degraded fabric", r.cfg.Role, recoveryTimeout)
+					r.logf("chaos: %v: the fabric did not recover within %v (%s); going on with a degraded fabric",
+						r.cfg.Role, recoveryTimeout, strings.Join(r.unhealthy(), ", "))
 				}
 				if r.degraded && r.healthy() {
 					r.degraded = false
@@ -426,6 +458,8 @@ func (r *runner) soak(ctx context.Context) (*Result, error) {
 	res.Samples = r.series.stop()
 	r.series = nil
 	res.Trackers = r.histories()
+	res.Trackers.Sessions = r.sess.stop()
+	r.sess = nil
 	res.Checks = append(res.Checks, r.checkKernels(ctx)...)
 	res.Checks = append(res.Checks, r.checkMonitors()...)
 	res.Procs = r.procs.finish()
@@ -465,7 +499,7 @@ func (r *runner) inject(ctx context.Context, st Step) (fault.Span, error) {
 	case ToRPortsDown:
 		return fault.PortsDown(ctx, r.lab, tor, st.Down)
 	case ToRKill:
-		return fault.KillToR(ctx, tor)
+		return fault.KillToR(ctx, tor, func(at time.Time) { r.sess.killed(st.ToR, at) })
 	case ToRFreeze:
 		return fault.FreezeToR(ctx, tor, st.Down)
 	case ToRNoRA:

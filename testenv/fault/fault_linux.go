@@ -117,14 +117,19 @@ func PortsDown(ctx context.Context, lab *testenv.Lab, tor *testenv.Router, d tim
 // crash or an OOM kill would, and starts them again at once, as systemd or
 // watchfrr would. End is when the new daemons answer vtysh with their config
 // loaded. bfdd goes too: it is one of the ToR's FRR processes and a restarted
-// zebra would not serve the old one.
-func KillToR(ctx context.Context, tor *testenv.Router) (Span, error) {
+// zebra would not serve the old one. dead, if not nil, is called once they
+// are dead, before they start again, with the moment of the kill: a dead
+// daemon logs nothing, so whoever follows the ToR's log must be told.
+func KillToR(ctx context.Context, tor *testenv.Router, dead func(time.Time)) (Span, error) {
 	span := Span{Start: time.Now()}
 	// Stop reports how the daemons died ("signal: killed"); only daemons still
 	// running afterwards are a failure.
 	tor.Stop(syscall.SIGKILL)
 	if pids := tor.PIDs(); len(pids) > 0 {
 		return span, fmt.Errorf("kill: %s still runs %v after SIGKILL", tor.Name(), pids)
+	}
+	if dead != nil {
+		dead(span.Start)
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()

@@ -17,14 +17,16 @@ import (
 	"github.com/fabricd/fabricd/testenv/netns"
 )
 
-// Counters counts, per interface, the packets a namespace forwards that match
-// an nftables expression: named nftables counters, set up once with nft(8) and
+// Counters counts, per interface, the packets of a namespace that match an
+// nftables expression: named nftables counters, set up once with nft(8) and
 // then read in process over a netfilter netlink socket, so reading them often
 // costs no process.
 //
-// For each interface IF there are two counters: in_IF (forwarded packets that
-// came in on IF) and out_IF (that left through IF). A forwarded packet is
-// counted once in an in_ and once in an out_ counter.
+// For each interface IF there are two counters: in_IF counts the matching
+// packets received on IF, before routing (so also those the namespace then
+// drops for want of a route), and out_IF those sent out of IF. A packet a
+// router forwards is counted once in an in_ and, if it could be routed, once
+// in an out_ counter.
 type Counters struct {
 	ns     string
 	table  string
@@ -43,9 +45,9 @@ func (c Count) Sub(o Count) Count { return Count{In: c.In - o.In, Out: c.Out - o
 var nftName = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]{0,30}$`)
 
 // InstallCounters creates nftables table `inet TABLE` in namespace ns, with the
-// counters of each interface in ifaces for forwarded packets matching match
-// (an nft expression such as "meta l4proto icmp"). The table's chain only
-// counts: it accepts everything.
+// counters of each interface in ifaces for packets matching match (an nft
+// expression such as "meta l4proto icmp"). The table's chains only count:
+// they accept everything.
 func InstallCounters(ctx context.Context, ns, table string, ifaces []string, match string) (*Counters, error) {
 	if !nftName.MatchString(table) {
 		return nil, fmt.Errorf("counters: bad table name %q", table)
@@ -58,10 +60,14 @@ func InstallCounters(ctx context.Context, ns, table string, ifaces []string, mat
 		}
 		fmt.Fprintf(&b, "\tcounter in_%s { }\n\tcounter out_%s { }\n", ifc, ifc)
 	}
-	// Before every other hook of the namespace, so that nothing it drops is missed.
-	b.WriteString("\tchain forwarded {\n\t\ttype filter hook forward priority -300; policy accept;\n")
+	// Incoming before anything else of the namespace can drop the packet,
+	// outgoing after everything else.
+	b.WriteString("\tchain incoming {\n\t\ttype filter hook prerouting priority -400; policy accept;\n")
 	for _, ifc := range ifaces {
 		fmt.Fprintf(&b, "\t\tiifname %q %s counter name \"in_%s\"\n", ifc, match, ifc)
+	}
+	b.WriteString("\t}\n\tchain outgoing {\n\t\ttype filter hook postrouting priority 400; policy accept;\n")
+	for _, ifc := range ifaces {
 		fmt.Fprintf(&b, "\t\toifname %q %s counter name \"out_%s\"\n", ifc, match, ifc)
 	}
 	b.WriteString("\t}\n}\n")
