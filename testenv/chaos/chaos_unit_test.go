@@ -319,9 +319,21 @@ func TestSessionsFromToRLogs(t *testing.T) {
 	if d := s.down([]string{"tor", "tor2"}); len(d) != 2 {
 		t.Errorf("after tor2's kill, down %q", d)
 	}
+	// tor is frozen and resumed: its sessions are down until it logs them up.
+	resumed := base.Add(2 * time.Second)
+	s.frozen(0, resumed)
+	appendLog(paths[0], stamp(2100)+" BGP: [PXVXG-TFNNT] %ADJCHANGE: neighbor swp1(vm) in vrf default Down Hold Timer Expired\n"+
+		stamp(2900)+" BGP: [N9HHH-F8H1M] %ADJCHANGE: neighbor swp1(vm) in vrf default Up\n")
+	waitFor(t, func() bool { return len(s.down(nil)) == 3 })
+	if d := s.down([]string{"tor", "tor2"}); !slices.Equal(d, []string{"tor swp10", "tor2 swp1", "tor2 swp10"}) {
+		t.Errorf("after the freeze and swp1's return, down %q", d)
+	}
 	h := s.stop()
-	if len(h) != 4 || len(h[0]) != 1 || len(h[1]) != 3 || h[1][1].On || !h[1][2].On || len(h[2]) != 2 || !h[2][1].At.Equal(kill) {
+	if len(h) != 4 || len(h[0]) != 3 || len(h[1]) != 4 || h[1][1].On || !h[1][2].On || h[1][3].On || len(h[2]) != 2 || !h[2][1].At.Equal(kill) {
 		t.Fatalf("histories %v", h)
+	}
+	if h[0][1].On || !h[0][1].At.Equal(resumed) || !h[0][2].On || !h[0][2].At.Equal(base.Add(2900*time.Millisecond)) || !h[1][3].At.Equal(resumed) {
+		t.Errorf("after the freeze: swp1 %v, swp10 %v", h[0], h[1])
 	}
 	if !h[1][1].At.Equal(base.Add(100*time.Millisecond)) || !h[1][2].At.Equal(base.Add(300*time.Millisecond)) {
 		t.Errorf("session down at %v and up at %v, want the log's times", h[1][1].At, h[1][2].At)

@@ -56,16 +56,16 @@ type Trackers struct {
 
 // Outcome is what a fault did.
 type Outcome struct {
-	Recovered  time.Time     // first moment of full ECMP everywhere after End
-	ToFull     time.Duration // Recovered - End
-	Never      bool          // not within recoveryTimeout
+	Recovered time.Time     // first moment of full ECMP everywhere after End
+	ToFull    time.Duration // Recovered - End
+	Never     bool          // not within recoveryTimeout
 	// SessionsBack is the first moment after End when every ToR had every
 	// session up again; ToSessions and SessionsNever as above.
 	SessionsBack  time.Time
 	ToSessions    time.Duration
 	SessionsNever bool
-	Overlapped    bool // another fault began before it had recovered
-	WindowEnd  time.Time     // losses sent before this are the fault's (see attribute)
+	Overlapped    bool      // another fault began before it had recovered
+	WindowEnd     time.Time // losses sent before this are the fault's (see attribute)
 
 	Lost           int // losses attributed to the fault, beyond the rule
 	InFlight       int // losses of the flapped server's flows right after its carrier loss

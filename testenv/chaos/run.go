@@ -501,7 +501,11 @@ func (r *runner) inject(ctx context.Context, st Step) (fault.Span, error) {
 	case ToRKill:
 		return fault.KillToR(ctx, tor, func(at time.Time) { r.sess.killed(st.ToR, at) })
 	case ToRFreeze:
-		return fault.FreezeToR(ctx, tor, st.Down)
+		span, err := fault.FreezeToR(ctx, tor, st.Down)
+		if !span.End.IsZero() {
+			r.sess.frozen(st.ToR, span.End)
+		}
+		return span, err
 	case ToRNoRA:
 		return fault.SuppressRA(ctx, r.lab, tor, st.Down)
 	case ServerKill:

@@ -19,8 +19,8 @@ const frrTimeLayout = "2006/01/02 15:04:05.000000"
 // sessions follows the ToRs' BGP sessions with the servers from the ToRs' own
 // logs (their %ADJCHANGE lines, microsecond timestamps), read in process as
 // they grow: a session whose ToR says it is up can carry traffic, which a FIB
-// holding stale paths does not show. A ToR whose daemons were killed logs
-// nothing: the fault says so with killed.
+// holding stale paths does not show. A ToR whose daemons were killed or frozen
+// logs nothing: the faults say so with killed and frozen.
 type sessions struct {
 	paths []string // per ToR: frr.log
 	ports []string // per server: its port on every ToR
@@ -29,6 +29,9 @@ type sessions struct {
 	offsets []int64
 	partial []string
 	history [][][]nlmon.Transition // per ToR, per server: up or down
+	// pending: per ToR, per server, when the ToR was resumed from a freeze
+	// with the session's state unknown (zero: known). See frozen.
+	pending [][]time.Time
 
 	quit chan struct{}
 	done chan struct{}
@@ -52,6 +55,7 @@ func followSessions(paths, ports []string, every time.Duration) *sessions {
 			h[i] = []nlmon.Transition{{At: now, On: true}}
 		}
 		s.history = append(s.history, h)
+		s.pending = append(s.pending, make([]time.Time, len(ports)))
 	}
 	go func() {
 		defer close(s.done)
@@ -96,11 +100,42 @@ func (s *sessions) read() {
 				for i, p := range s.ports {
 					if p == port {
 						s.setLocked(t, i, up, at)
+						s.pending[t][i] = time.Time{}
 					}
 				}
 			}
 		}
+		// A session the ToR said nothing about long after a freeze lived
+		// through it.
+		for i, p := range s.pending[t] {
+			if !p.IsZero() && time.Since(p) > unknownAfterFreeze {
+				s.setLocked(t, i, true, p)
+				s.pending[t][i] = time.Time{}
+			}
+		}
 		s.mu.Unlock()
+	}
+}
+
+// unknownAfterFreeze is how long after a freeze a ToR may take to log a
+// session going down (its hold timer, 9 s, expired while frozen) before the
+// session is taken to have survived.
+const unknownAfterFreeze = 20 * time.Second
+
+// frozen records that a ToR's daemons were stopped and resumed at end. While
+// frozen it logged nothing, and its sessions outlived the servers' hold timers:
+// they are down from end until the ToR logs them up again. If the ToR logs
+// nothing about one for unknownAfterFreeze, it survived (up again at end).
+func (s *sessions) frozen(tor int, end time.Time) {
+	s.read()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, h := range s.history[tor] {
+		if !h[len(h)-1].At.Before(end) {
+			continue // the ToR has already said what became of it
+		}
+		s.setLocked(tor, i, false, end)
+		s.pending[tor][i] = end
 	}
 }
 
