@@ -141,7 +141,7 @@ func Markdown(results []*Result, command string) string {
 			inFlightBefore, inFlightAfter)
 	}
 	b.WriteString("```\n" + Table(results) + "```\n\n")
-	b.WriteString("`via disturbed`: share of the flood packets the ToRs received that went into the disturbed element (the ToR; for link faults that link, both ways; for server faults that server's links, both ways), counted on the ToR ports before routing, in the second before the fault and in the second after full ECMP returned. `*`: another fault began before this one had recovered.\n\n")
+	b.WriteString("`via disturbed`: share of the flood packets the ToRs received that went into the disturbed element (the ToR; for a flap that link, both ways; for a deleted gateway entry what the server sent up that link; for server faults that server's links, both ways), counted on the ToR ports before routing, in the second before the fault and in the second after full ECMP returned. `*`: another fault began before this one had recovered.\n\n")
 	for _, r := range results {
 		r.markdownRole(&b)
 	}

@@ -167,8 +167,11 @@ func nextFull(ivs []interval, t time.Time) time.Time {
 	return time.Time{}
 }
 
-// element returns the flood packets that crossed the fault's disturbed element
-// and all flood packets, between two moments.
+// element returns the flood packets that went into the fault's disturbed
+// element, and all flood packets the ToRs received, between two moments. The
+// element is the ToR for a ToR fault; the link, both ways, for a flap; the
+// server's links, both ways, for a server fault; and for a deleted gateway
+// entry what the server sent up that link, the only traffic that needs it.
 func (r *Result) element(st Step, from, to time.Time) (cross, total uint64, ok bool) {
 	c, ok := r.Samples.between(from, to)
 	if !ok {
@@ -182,6 +185,11 @@ func (r *Result) element(st Step, from, to time.Time) (cross, total uint64, ok b
 		case st.Class.serverLevel():
 			n := ports[r.Ports[st.Server]]
 			cross += n.In + n.Out
+		case st.Class == GatewayDelete:
+			// Only what the server sends up that link needs the entry.
+			if t == st.ToR {
+				cross += ports[r.Ports[st.Server]].In
+			}
 		case st.Class.linkLevel():
 			if t == st.ToR {
 				n := ports[r.Ports[st.Server]]

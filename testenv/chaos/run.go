@@ -22,8 +22,9 @@
 //     count the echo requests and replies each ToR receives from the servers
 //     (before routing: also those it then drops) and sends to them, read in
 //     process every 100 ms. For each fault, the share of the flood that went
-//     into the disturbed element (the ToR; for a link fault that link, both
-//     ways; for a server fault that server's links) in the second before it
+//     into the disturbed element (the ToR; for a flap that link, both ways;
+//     for a deleted gateway entry what the server sent up that link; for a
+//     server fault that server's links) in the second before it
 //     began, and in the second after full ECMP returned, shows that the fault
 //     really hit traffic. Each server hashes ECMP with its own
 //     net.ipv4.fib_multipath_hash_seed (derived from the run seed), so flows
