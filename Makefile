@@ -91,13 +91,15 @@ bench: deps build
 # fresh lab. Prints one table per fault class and role and writes the full
 # report to CHAOS_OUT; fails if fabricd loses packets beyond the rule or
 # leaks (FRR is the baseline, reported only). About 25 minutes by default.
+# CHAOSFLAGS="--dir /tmp/chaos" keeps every lab's configs and logs.
 CHAOS_SEED     ?= 1
 CHAOS_DURATION ?= 10m
 CHAOS_ROLES    ?= fabricd,frr
 CHAOS_OUT      ?= chaos-report.md
+CHAOSFLAGS     ?=
 chaos: deps build
 	$(GO) run ./testenv/cmd/fabricd-chaos --fabricd $(CURDIR)/bin/fabricd --seed $(CHAOS_SEED) \
-		--duration $(CHAOS_DURATION) --roles $(CHAOS_ROLES) --out $(CHAOS_OUT)
+		--duration $(CHAOS_DURATION) --roles $(CHAOS_ROLES) --out $(CHAOS_OUT) $(CHAOSFLAGS)
 
 # The short form CI runs: 2 minutes, seed 1, fabricd only (TestChaosSoak, which
 # only runs with FABRICD_CHAOS=1 while fabricd is known to fail it).

@@ -13,6 +13,10 @@ import (
 	"github.com/fabricd/fabricd/testenv/nlmon"
 )
 
+// vtyshTimeout bounds every question to a ToR: the soak must never hang, even
+// on a ToR that does not answer.
+const vtyshTimeout = 10 * time.Second
+
 // Check is one end-of-run verification.
 type Check struct {
 	Name   string
@@ -28,7 +32,9 @@ func (r *runner) checkSessions(ctx context.Context) Check {
 	for {
 		var bad []string
 		for _, t := range r.tors {
-			peers, err := t.BGPPeers(ctx)
+			qctx, cancel := context.WithTimeout(ctx, vtyshTimeout)
+			peers, err := t.BGPPeers(qctx)
+			cancel()
 			if err != nil {
 				bad = append(bad, fmt.Sprintf("%s: %v", t.Name(), err))
 				continue
@@ -150,7 +156,10 @@ func diffTables(have, want map[netip.Prefix][]string) []string {
 func (r *runner) checkKernels(ctx context.Context) []Check {
 	tables := make([]torTable, len(r.tors))
 	for i, t := range r.tors {
-		if err := t.VtyshJSON(ctx, "show bgp ipv4 unicast json", &tables[i]); err != nil {
+		qctx, cancel := context.WithTimeout(ctx, vtyshTimeout)
+		err := t.VtyshJSON(qctx, "show bgp ipv4 unicast json", &tables[i])
+		cancel()
+		if err != nil {
 			return []Check{{Name: "kernels equal the ToRs' announcements", Detail: err.Error()}}
 		}
 	}

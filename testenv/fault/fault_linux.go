@@ -180,6 +180,9 @@ func SuppressRA(ctx context.Context, lab *testenv.Lab, tor *testenv.Router, d ti
 		}
 		return out
 	}
+	// Bounded: a ToR that does not answer must not hang the caller.
+	ctx, cancel := context.WithTimeout(ctx, d+undoTimeout)
+	defer cancel()
 	span.Start = time.Now()
 	drop := fmt.Sprintf("add table ip6 %[1]s; add chain ip6 %[1]s out { type filter hook output priority -300; policy accept; }; "+
 		"add rule ip6 %[1]s out icmpv6 type nd-router-advert drop", raTable)

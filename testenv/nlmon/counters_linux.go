@@ -84,6 +84,12 @@ func InstallCounters(ctx context.Context, ns, table string, ifaces []string, mat
 			unix.Close(fd)
 			return fmt.Errorf("binding netfilter netlink socket: %w", err)
 		}
+		// A read never blocks for long, whatever the kernel does.
+		tv := unix.NsecToTimeval(int64(2 * time.Second))
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("netfilter netlink socket: %w", err)
+		}
 		c.fd = fd
 		return nil
 	})
