@@ -159,9 +159,12 @@ type runner struct {
 	probe   *probe.Probe
 	procs   *procs
 
-	mu       sync.Mutex
-	events   []*Event
+	// degraded: the fabric did not recover from a fault within
+	// recoveryTimeout and has not since; the schedule no longer waits for it.
 	degraded bool
+
+	mu     sync.Mutex // events are appended by the scheduler, filled in by the faults
+	events []*Event
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -354,7 +357,7 @@ func (r *runner) unhealthy() []string {
 	return out
 }
 
-// waitHealthy waits up to timeout for full ECMP on every server.
+// waitHealthy waits up to timeout for the fabric to be healthy.
 func (r *runner) waitHealthy(ctx context.Context, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for !r.healthy() {
