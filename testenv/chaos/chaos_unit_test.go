@@ -178,6 +178,16 @@ func TestAnalyseAttributesLosses(t *testing.T) {
 	if flap.Lost != 2 || flap.LostFlows["c1 -> c2"] != 2 {
 		t.Errorf("flap lost %d %v, want 2 of c1 -> c2", flap.Lost, flap.LostFlows)
 	}
+	if flap.LostDuring != 1 {
+		t.Errorf("flap lost %d while it lasted, want 1", flap.LostDuring)
+	}
+	var tsv strings.Builder
+	if err := r.WriteLosses(&tsv); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(tsv.String()), "\n"); len(lines) != 7 || lines[1] != "1.050\tc2 -> c1\t0\tin-flight" || lines[4] != "3.900\tc1 -> c2\t-\tlost" {
+		t.Errorf("losses file:\n%s", tsv.String())
+	}
 	if flap.Never || flap.ToFull != 300*time.Millisecond {
 		t.Errorf("flap back to full ECMP after %v (never %v), want 300ms", flap.ToFull, flap.Never)
 	}

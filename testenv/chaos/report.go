@@ -1,9 +1,12 @@
 package chaos
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -137,7 +140,7 @@ func Markdown(results []*Result, command string) string {
 			r.Seed, r.Duration, len(r.Servers), strings.Join(r.Servers, ", "), torGracefulRestart)
 		fmt.Fprintf(&b, "Flood: an ICMP echo every %v on each of %d flows (every ordered pair of loopbacks and of pods); a reply later than %v is a loss. ",
 			floodInterval, len(r.Flood.FlowList), replyTimeout)
-		fmt.Fprintf(&b, "In flight: losses of the flapped server's flows sent from %v before to %v after its link lost carrier.\n\n",
+		fmt.Fprintf(&b, "In flight: losses of a server's flows sent from %v before to %v after its own link lost carrier (a flap, a burst, all ports of its ToR), which the rule allows.\n\n",
 			inFlightBefore, inFlightAfter)
 	}
 	b.WriteString("```\n" + Table(results) + "```\n\n")
@@ -246,8 +249,9 @@ func (r *Result) markdownRole(b *strings.Builder) {
 			continue
 		}
 		listed = true
-		fmt.Fprintf(b, "- fault %d (%s, %s): %d lost, sent from %s to %s after the fault began (it ended after %s)",
-			ev.Index, ev.Step.Class, ev.What, o.Lost, fmtDur(o.FirstLoss.Sub(ev.Start)), fmtDur(o.LastLoss.Sub(ev.Start)), fmtDur(ev.End.Sub(ev.Start)))
+		fmt.Fprintf(b, "- fault %d (%s, %s): %d lost (%d while it lasted, %d after), sent from %s to %s after the fault began (it ended after %s)",
+			ev.Index, ev.Step.Class, ev.What, o.Lost, o.LostDuring, o.Lost-o.LostDuring,
+			fmtDur(o.FirstLoss.Sub(ev.Start)), fmtDur(o.LastLoss.Sub(ev.Start)), fmtDur(ev.End.Sub(ev.Start)))
 		if o.SendErrors > 0 {
 			fmt.Fprintf(b, ", %d of them not sendable (no route at the source)", o.SendErrors)
 		}
@@ -298,4 +302,28 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// WriteLosses writes every lost request as a line of tab-separated fields:
+// seconds after the flood began, the flow, the fault it was put down to (its
+// index, or -), and "in-flight" or "lost"; a request that could not even be
+// sent is marked "no-route".
+func (r *Result) WriteLosses(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintln(bw, "# t\tflow\tfault\tkind")
+	for _, l := range r.Losses {
+		fault := "-"
+		if l.Event >= 0 {
+			fault = strconv.Itoa(r.Events[l.Event].Index)
+		}
+		kind := "lost"
+		if l.InFlight {
+			kind = "in-flight"
+		}
+		if l.SendError {
+			kind += ",no-route"
+		}
+		fmt.Fprintf(bw, "%.3f\t%s\t%s\t%s\n", l.Sent.Sub(r.T0).Seconds(), r.Flood.Describe(l.Flow), fault, kind)
+	}
+	return bw.Flush()
 }

@@ -40,6 +40,7 @@ type Result struct {
 	// Filled by analyse.
 	Outcomes     []Outcome // per event
 	Rows         []Row     // per class, then the "(no event)" row
+	Losses       []AttributedLoss
 	Unattributed []probe.Loss
 	WarmupShare  []float64 // per ToR: its share of the flood during the warm-up
 	Failures     []string  // what breaks the pass rule (asserted for fabricd only)
@@ -52,6 +53,13 @@ type Trackers struct {
 	// Sessions: per ToR and server (ToR by ToR), the BGP session as the ToR's
 	// log tells it: up or down.
 	Sessions [][]nlmon.Transition
+}
+
+// AttributedLoss is a lost request and the fault it was put down to.
+type AttributedLoss struct {
+	probe.Loss
+	Event    int  // index into Events; -1 for none
+	InFlight bool // within the in-flight allowance of a flap of a server's own link
 }
 
 // Outcome is what a fault did.
@@ -71,6 +79,7 @@ type Outcome struct {
 	InFlight       int // losses of the flapped server's flows right after its carrier loss
 	InFlightLatest time.Duration
 	Shared         int            // of Lost: sent within another fault's window too
+	LostDuring     int            // of Lost: sent before the fault ended
 	LostFlows      map[string]int // per flow: losses beyond the rule
 	FirstLoss      time.Time
 	LastLoss       time.Time
@@ -274,7 +283,8 @@ func (r *Result) carrierLosses(srv, uplink int, from, to time.Time) []time.Time 
 }
 
 // attribute assigns every lost request: first to the in-flight allowance of a
-// flap of one of its servers' own links, else to the latest fault whose
+// flap of one of its servers' own links (alone, in a burst, or with all the
+// ToR's ports at once), else to the latest fault whose
 // window [Start, WindowEnd) holds its sending time and that could have cost
 // it (a fault of one server's link or daemon only costs that server's flows;
 // a ToR fault any flow), else to no event. A loss that several overlapping
@@ -288,12 +298,24 @@ func (r *Result) attribute(losses []probe.Loss) {
 	}
 	var flaps []flapLosses
 	for i, ev := range r.Events {
-		if (ev.Step.Class != LinkFlap && ev.Step.Class != LinkFlapBurst) || ev.Start.IsZero() {
+		var servers []int
+		switch ev.Step.Class {
+		case LinkFlap, LinkFlapBurst:
+			servers = []int{ev.Step.Server}
+		case ToRPortsDown: // every server's own link flaps at once
+			for j := range r.Servers {
+				servers = append(servers, j)
+			}
+		}
+		if ev.Start.IsZero() {
 			continue
 		}
-		at := r.carrierLosses(ev.Step.Server, ev.Step.ToR, ev.Start.Add(-inFlightAfter), ev.End.Add(inFlightAfter))
-		flaps = append(flaps, flapLosses{event: i, server: r.Servers[ev.Step.Server], at: at})
+		for _, srv := range servers {
+			at := r.carrierLosses(srv, ev.Step.ToR, ev.Start.Add(-inFlightAfter), ev.End.Add(inFlightAfter))
+			flaps = append(flaps, flapLosses{event: i, server: r.Servers[srv], at: at})
+		}
 	}
+	r.Losses = make([]AttributedLoss, 0, len(losses))
 	for _, l := range losses {
 		f := r.Flood.FlowList[l.Flow]
 		from, to := r.Flood.Endpoints[f.From].Server, r.Flood.Endpoints[f.To].Server
@@ -308,6 +330,7 @@ func (r *Result) attribute(losses []probe.Loss) {
 					o.InFlight++
 					o.InFlightLatest = max(o.InFlightLatest, l.Sent.Sub(c))
 					inFlight = true
+					r.Losses = append(r.Losses, AttributedLoss{Loss: l, Event: fl.event, InFlight: true})
 					break
 				}
 			}
@@ -334,12 +357,16 @@ func (r *Result) attribute(losses []probe.Loss) {
 				best = i
 			}
 		}
+		r.Losses = append(r.Losses, AttributedLoss{Loss: l, Event: best})
 		if best < 0 {
 			r.Unattributed = append(r.Unattributed, l)
 			continue
 		}
 		o := &r.Outcomes[best]
 		o.Lost++
+		if l.Sent.Before(r.Events[best].End) {
+			o.LostDuring++
+		}
 		if windows > 1 {
 			o.Shared++
 		}

@@ -12,12 +12,13 @@
 //     request without a reply within 1 s is lost. Each loss is attributed to the
 //     fault whose window holds its sending time (see attribute); losses in no
 //     window are reported as "(no event)".
-//   - In flight: when a server's own link loses carrier, what the ToR had
-//     already sent towards it, or was still sending before it withdrew the
-//     server's routes, is lost whatever the server does. Losses of flows with
-//     the flapped server at either end, sent from 20 ms before to 100 ms after a
-//     carrier loss of that link (seen by the server's kernel), are counted in
-//     their own column and do not fail the run.
+//   - In flight: when a server's own link loses carrier (a flap, a burst, or
+//     all ports of its ToR at once), what the ToR had already sent towards it,
+//     or was still sending before it withdrew the server's routes, is lost
+//     whatever the server does. Losses of flows with the flapped server at
+//     either end, sent from 20 ms before to 100 ms after a carrier loss of that
+//     link (seen by the server's kernel), are counted in their own column and
+//     do not fail the run.
 //   - Traffic across the disturbed ToR: nftables counters on every ToR port
 //     count the echo requests and replies each ToR receives from the servers
 //     (before routing: also those it then drops) and sends to them, read in
@@ -49,7 +50,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -473,6 +477,12 @@ func (r *runner) soak(ctx context.Context) (*Result, error) {
 	}
 	r.mu.Unlock()
 	res.analyse()
+	if r.cfg.KeepLogs {
+		// Every loss, for a closer look next to the daemons' logs.
+		if err := writeFile(filepath.Join(r.lab.Dir(), "losses.tsv"), res.WriteLosses); err != nil {
+			r.logf("chaos: %v", err)
+		}
+	}
 	return res, nil
 }
 
@@ -548,4 +558,12 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(write(f), f.Close())
 }

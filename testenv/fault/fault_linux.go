@@ -83,34 +83,22 @@ func Flaps(ctx context.Context, tor *testenv.Router, server string, n int, down,
 	return span, nil
 }
 
-// PortsDown sets every port of tor down, waits d, and sets them up again: a ToR
-// reload or line-card reset as its servers see it. Start is when the first port
-// went down, End when the last came back up.
+// PortsDown sets every port of tor down at once, waits d, and sets them up
+// again at once: a ToR reload or line-card reset as its servers see it. Start
+// is when the ports went down, End when they came back up.
 func PortsDown(ctx context.Context, lab *testenv.Lab, tor *testenv.Router, d time.Duration) (span Span, err error) {
 	var ports []string
 	for _, s := range lab.Servers() {
 		ports = append(ports, tor.PortFor(s.Name()))
 	}
-	var downed []string
-	defer func() {
-		// Whatever happened, every port that went down comes back up.
-		for _, p := range downed {
-			t, uerr := nlmon.SetLink(tor.Namespace(), p, true)
-			err = errors.Join(err, uerr)
-			span.End = t
-		}
-	}()
-	for _, p := range ports {
-		t, err := nlmon.SetLink(tor.Namespace(), p, false)
-		if err != nil {
-			return span, err
-		}
-		if len(downed) == 0 {
-			span.Start = t
-		}
-		downed = append(downed, p)
+	if span.Start, err = nlmon.SetLinks(tor.Namespace(), ports, false); err != nil {
+		// Some may have gone down: bring every one back.
+		_, uerr := nlmon.SetLinks(tor.Namespace(), ports, true)
+		return span, errors.Join(err, uerr)
 	}
-	return span, sleep(ctx, d)
+	werr := sleep(ctx, d)
+	span.End, err = nlmon.SetLinks(tor.Namespace(), ports, true)
+	return span, errors.Join(werr, err)
 }
 
 // KillToR kills tor's FRR daemons (zebra, bgpd and bfdd) with SIGKILL, as a

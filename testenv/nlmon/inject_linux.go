@@ -16,7 +16,14 @@ import (
 // rtnetlink rather than by running ip(8), and returns the moment the request was
 // sent: the trigger of a carrier change on the veth's peer.
 func SetLink(ns, name string, up bool) (time.Time, error) {
-	var sent time.Time
+	return SetLinks(ns, []string{name}, up)
+}
+
+// SetLinks sets several interfaces of namespace ns up or down, one request
+// right after the other on one socket (microseconds apart, as when a switch
+// reloads), and returns the moment the first request was sent.
+func SetLinks(ns string, names []string, up bool) (time.Time, error) {
+	var first time.Time
 	err := netns.Do(ns, func() error {
 		fd, err := openRouteSocket(0, 0)
 		if err != nil {
@@ -27,17 +34,24 @@ func SetLink(ns, name string, up bool) (time.Time, error) {
 		if up {
 			flags = unix.IFF_UP
 		}
-		ifi := make([]byte, unix.SizeofIfInfomsg)
-		binary.NativeEndian.PutUint32(ifi[8:12], flags)
-		binary.NativeEndian.PutUint32(ifi[12:16], unix.IFF_UP) // ifi_change: only IFF_UP
-		req := request(unix.RTM_NEWLINK, unix.NLM_F_ACK, 1, ifi, rtattr(unix.IFLA_IFNAME, append([]byte(name), 0)))
-		sent = time.Now()
-		return dump(fd, req, func(uint16, []byte) {})
+		for i, name := range names {
+			ifi := make([]byte, unix.SizeofIfInfomsg)
+			binary.NativeEndian.PutUint32(ifi[8:12], flags)
+			binary.NativeEndian.PutUint32(ifi[12:16], unix.IFF_UP) // ifi_change: only IFF_UP
+			req := request(unix.RTM_NEWLINK, unix.NLM_F_ACK, uint32(i+1), ifi, rtattr(unix.IFLA_IFNAME, append([]byte(name), 0)))
+			if i == 0 {
+				first = time.Now()
+			}
+			if err := dump(fd, req, func(uint16, []byte) {}); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("setting %s in %s %s: %w", name, ns, map[bool]string{true: "up", false: "down"}[up], err)
+		return time.Time{}, fmt.Errorf("setting links in %s %s: %w", ns, map[bool]string{true: "up", false: "down"}[up], err)
 	}
-	return sent, nil
+	return first, nil
 }
 
 // DeleteNeighbor deletes the neighbour entry for addr on interface dev in
