@@ -136,7 +136,7 @@ func Markdown(results []*Result, command string) string {
 	}
 	if len(results) > 0 {
 		r := results[0]
-		fmt.Fprintf(&b, "Seed %d, nominal duration %v, %d servers (%s) with one pod each, 2 FRR ToRs (`%s`).\n",
+		fmt.Fprintf(&b, "Seed %d, nominal duration %v, %d servers (%s) with one pod each, 2 FRR ToRs (`%s`; tor1 and tor2 are testenv's `tor` and `tor2`).\n",
 			r.Seed, r.Duration, len(r.Servers), strings.Join(r.Servers, ", "), torGracefulRestart)
 		fmt.Fprintf(&b, "Flood: an ICMP echo every %v on each of %d flows (every ordered pair of loopbacks and of pods); a reply later than %v is a loss. ",
 			floodInterval, len(r.Flood.FlowList), replyTimeout)
