@@ -36,6 +36,12 @@ import (
 	"github.com/fabricd/fabricd/testenv"
 )
 
+// monitorPoll makes the benchmark's rtnetlink monitors and packet captures poll
+// instead of block: during a 100,000-route burst a blocking reader's wakeups slow
+// the writer it is timing (see nlmon.Options.Poll). Their timestamps are late by
+// up to this much.
+const monitorPoll = 200 * time.Microsecond
+
 // Config is what to measure.
 type Config struct {
 	Fabricd      string // fabricd binary (required)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fabricd/fabricd/testenv/netns"
 )
 
 const (
@@ -44,7 +46,7 @@ type segment struct {
 // namespace ns.
 func StartCapture(ns, ifname string) (*Capture, error) {
 	var fd int
-	err := inNamespace(ns, func() error {
+	err := netns.Do(ns, func() error {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
@@ -68,7 +70,7 @@ func StartCapture(ns, ifname string) (*Capture, error) {
 		set  func() error
 	}{
 		{"receive buffer", func() error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) }},
-		// The kernel's receive timestamps: the reader polls (see idlePoll), so its own
+		// The kernel's receive timestamps: the reader polls (see monitorPoll), so its own
 		// clock would be late by up to a millisecond.
 		{"timestamps", func() error { return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1) }},
 	} {
@@ -125,7 +127,7 @@ func (c *Capture) read() {
 		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, unix.MSG_DONTWAIT)
 		if err != nil {
 			if errors.Is(err, unix.EAGAIN) {
-				time.Sleep(idlePoll)
+				time.Sleep(monitorPoll)
 				continue
 			}
 			if errors.Is(err, unix.EINTR) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fabricd/fabricd/testenv"
+	"github.com/fabricd/fabricd/testenv/nlmon"
 )
 
 // settle is how long a run waits after its last timed event before it reads
@@ -59,7 +60,7 @@ func (b *Bench) runFIB(ctx context.Context, role testenv.Role, n int) (_ fibSamp
 	srv, tor := lab.Server("c1"), lab.ToR(0)
 	port := tor.PortFor("c1")
 
-	mon, err := OpenMonitor(srv.Namespace(), b.base())
+	mon, err := nlmon.Open(srv.Namespace(), nlmon.Options{Watch: b.base(), Poll: monitorPoll})
 	if err != nil {
 		return fibSample{}, err
 	}
@@ -74,7 +75,7 @@ func (b *Bench) runFIB(ctx context.Context, role testenv.Role, n int) (_ fibSamp
 		return fibSample{}, err
 	}
 	mark := logMark(tor.LogPath())
-	all := mon.Watch(fmt.Sprintf("%d routes in %s's kernel", n, srv.Name()), func(m *fibModel) bool { return m.Routes() >= n })
+	all := mon.Watch(fmt.Sprintf("%d routes in %s's kernel", n, srv.Name()), func(m *nlmon.FIB) bool { return m.Routes() >= n })
 
 	var s fibSample
 	s.Start = time.Now()
@@ -83,10 +84,10 @@ func (b *Bench) runFIB(ctx context.Context, role testenv.Role, n int) (_ fibSamp
 	}
 	if s.AllRoutes, err = all.Wait(ctx, fibTimeout(n)); err != nil {
 		var got int
-		mon.Read(func(m *fibModel) { got = m.Routes() })
+		mon.Read(func(m *nlmon.FIB) { got = m.Routes() })
 		return fibSample{}, fmt.Errorf("%w (%d there)\n%s", err, got, tailLog(srv.Log(), 15))
 	}
-	mon.Read(func(m *fibModel) { s.FirstRoute = m.first })
+	mon.Read(func(m *nlmon.FIB) { s.FirstRoute = m.First() })
 	if s.Established, err = waitSessionUp(ctx, tor.LogPath(), mark, port, 10*time.Second); err != nil {
 		return fibSample{}, err
 	}

@@ -11,6 +11,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/fabricd/fabricd/testenv/netns"
+	"github.com/fabricd/fabricd/testenv/nlmon"
 )
 
 // floorDev is the interface the floor's routes point at: one end of a veth pair
@@ -56,7 +59,7 @@ func (b *Bench) runFloor(ctx context.Context, n int, nhid bool) (_ time.Duration
 		return 0, err
 	}
 	// The daemons' runs have the benchmark's monitor listening; so does this one.
-	mon, err := OpenMonitor(ns, b.base())
+	mon, err := nlmon.Open(ns, nlmon.Options{Watch: b.base(), Poll: monitorPoll})
 	if err != nil {
 		return 0, err
 	}
@@ -84,7 +87,7 @@ func floorNamespace() (string, error) {
 			return "", err
 		}
 		ns := "fdb" + hex.EncodeToString(r[:]) + "-floor"
-		if _, err := os.Stat(filepath.Join(netnsDir, ns)); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(netns.Dir, ns)); errors.Is(err, os.ErrNotExist) {
 			return ns, nil
 		}
 	}

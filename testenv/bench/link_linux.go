@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fabricd/fabricd/testenv"
+	"github.com/fabricd/fabricd/testenv/nlmon"
 )
 
 // linkSample is one carrier loss and return on a server with two ToRs that both
@@ -73,12 +74,12 @@ func (b *Bench) runLink(ctx context.Context, role testenv.Role, n int) (_ linkSa
 	port := tor.PortFor("c1")
 	up1, up2 := srv.Uplinks()[0], srv.Uplinks()[1]
 
-	mon, err := OpenMonitor(srv.Namespace(), b.base())
+	mon, err := nlmon.Open(srv.Namespace(), nlmon.Options{Watch: b.base(), Poll: monitorPoll})
 	if err != nil {
 		return linkSample{}, err
 	}
 	defer mon.Close()
-	ecmp := mon.Watch(fmt.Sprintf("%d routes ECMP over %s+%s", n, up1, up2), func(m *fibModel) bool { return m.Exactly(up1, up2) >= n })
+	ecmp := mon.Watch(fmt.Sprintf("%d routes ECMP over %s+%s", n, up1, up2), func(m *nlmon.FIB) bool { return m.Exactly(up1, up2) >= n })
 	if err := srv.Start(ctx); err != nil {
 		return linkSample{}, err
 	}
@@ -99,14 +100,14 @@ func (b *Bench) runLink(ctx context.Context, role testenv.Role, n int) (_ linkSa
 
 	var s linkSample
 	// Carrier loss.
-	lost := mon.Watch(up1+" to lose carrier", func(m *fibModel) bool { return !m.Carrier(up1) })
-	off := mon.Watch("no route through "+up1, func(m *fibModel) bool { return !m.Carrier(up1) && m.Using(up1) == 0 })
+	lost := mon.Watch(up1+" to lose carrier", func(m *nlmon.FIB) bool { return !m.Carrier(up1) })
+	off := mon.Watch("no route through "+up1, func(m *nlmon.FIB) bool { return !m.Carrier(up1) && m.Using(up1) == 0 })
 	var flushedBefore, writesBefore int
-	mon.Read(func(m *fibModel) { flushedBefore, writesBefore = m.flushd, m.writes })
-	wrote := mon.Watch("the daemon's first FIB write after the carrier loss", func(m *fibModel) bool {
-		return !m.Carrier(up1) && m.writes > writesBefore
+	mon.Read(func(m *nlmon.FIB) { flushedBefore, writesBefore = m.Flushed(), m.Writes() })
+	wrote := mon.Watch("the daemon's first FIB write after the carrier loss", func(m *nlmon.FIB) bool {
+		return !m.Carrier(up1) && m.Writes() > writesBefore
 	})
-	if s.DownTrigger, err = SetLink(tor.Namespace(), port, false); err != nil {
+	if s.DownTrigger, err = nlmon.SetLink(tor.Namespace(), port, false); err != nil {
 		return linkSample{}, err
 	}
 	if s.CarrierLost, err = lost.Wait(ctx, 10*time.Second); err != nil {
@@ -116,9 +117,9 @@ func (b *Bench) runLink(ctx context.Context, role testenv.Role, n int) (_ linkSa
 	if s.OffUplink, err = off.Wait(ctx, 30*time.Second); err != nil {
 		return linkSample{}, err
 	}
-	mon.Read(func(m *fibModel) { s.Flushed = m.flushd - flushedBefore })
+	mon.Read(func(m *nlmon.FIB) { s.Flushed = m.Flushed() - flushedBefore })
 	// Let the server settle on its remaining uplink before the carrier returns.
-	single := mon.Watch(fmt.Sprintf("%d routes through %s only", n, up2), func(m *fibModel) bool { return m.Exactly(up2) >= n })
+	single := mon.Watch(fmt.Sprintf("%d routes through %s only", n, up2), func(m *nlmon.FIB) bool { return m.Exactly(up2) >= n })
 	if _, err := single.Wait(ctx, 30*time.Second); err != nil {
 		return linkSample{}, err
 	}
@@ -134,11 +135,11 @@ func (b *Bench) runLink(ctx context.Context, role testenv.Role, n int) (_ linkSa
 	}
 
 	// Carrier back.
-	back := mon.Watch(up1+" to get carrier", func(m *fibModel) bool { return m.Carrier(up1) })
-	first := mon.Watch("a route ECMP again", func(m *fibModel) bool { return m.Carrier(up1) && m.Exactly(up1, up2) > 0 })
-	restored := mon.Watch(fmt.Sprintf("%d routes ECMP again", n), func(m *fibModel) bool { return m.Carrier(up1) && m.Exactly(up1, up2) >= n })
+	back := mon.Watch(up1+" to get carrier", func(m *nlmon.FIB) bool { return m.Carrier(up1) })
+	first := mon.Watch("a route ECMP again", func(m *nlmon.FIB) bool { return m.Carrier(up1) && m.Exactly(up1, up2) > 0 })
+	restored := mon.Watch(fmt.Sprintf("%d routes ECMP again", n), func(m *nlmon.FIB) bool { return m.Carrier(up1) && m.Exactly(up1, up2) >= n })
 	mark := logMark(tor.LogPath())
-	if s.UpTrigger, err = SetLink(tor.Namespace(), port, true); err != nil {
+	if s.UpTrigger, err = nlmon.SetLink(tor.Namespace(), port, true); err != nil {
 		return linkSample{}, err
 	}
 	if s.CarrierBack, err = back.Wait(ctx, 10*time.Second); err != nil {

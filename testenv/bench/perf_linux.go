@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fabricd/fabricd/testenv"
+	"github.com/fabricd/fabricd/testenv/nlmon"
 )
 
 // Profile is where fabricd's CPU time went during one FIB-completion run.
@@ -88,12 +89,12 @@ func (b *Bench) runProfile(ctx context.Context, n int, dir string) (_ *Profile, 
 	}
 	defer func() { err = errors.Join(err, lab.Close()) }()
 	srv := lab.Server("c1")
-	mon, err := OpenMonitor(srv.Namespace(), b.base())
+	mon, err := nlmon.Open(srv.Namespace(), nlmon.Options{Watch: b.base(), Poll: monitorPoll})
 	if err != nil {
 		return nil, err
 	}
 	defer mon.Close()
-	all := mon.Watch(fmt.Sprintf("%d routes in %s's kernel", n, srv.Name()), func(m *fibModel) bool { return m.Routes() >= n })
+	all := mon.Watch(fmt.Sprintf("%d routes in %s's kernel", n, srv.Name()), func(m *nlmon.FIB) bool { return m.Routes() >= n })
 	if err := srv.Start(ctx); err != nil {
 		return nil, err
 	}

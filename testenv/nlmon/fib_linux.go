@@ -1,4 +1,4 @@
-package bench
+package nlmon
 
 import (
 	"encoding/binary"
@@ -191,7 +191,7 @@ type modelLink struct {
 	lowerUp bool
 }
 
-// fibModel follows the kernel's IPv4 main table, its nexthop objects and its links
+// FIB follows the kernel's IPv4 main table, its nexthop objects and its links
 // from netlink messages, for the routes of protocol bgp inside watch: the fabric's
 // prefixes. It keeps per-devSet and per-nexthop counts, so the questions asked
 // after every message ("how many routes still use ens3?") cost nothing like a walk
@@ -202,7 +202,7 @@ type modelLink struct {
 // from its groups, and routes left without a nexthop are deleted, all without a
 // netlink notification (net/ipv4/nexthop.c, NETDEV_CHANGE). Inline next hops only
 // get the linkdown flag and keep being used.
-type fibModel struct {
+type FIB struct {
 	watch netip.Prefix
 
 	routes   map[netip.Prefix]modelRoute
@@ -217,8 +217,8 @@ type fibModel struct {
 	writes int            // notified changes to watched routes and to nexthop objects
 }
 
-func newFIBModel(watch netip.Prefix) *fibModel {
-	return &fibModel{
+func newFIB(watch netip.Prefix) *FIB {
+	return &FIB{
 		watch:    watch,
 		routes:   map[netip.Prefix]modelRoute{},
 		nexthops: map[uint32]nexthopMsg{},
@@ -229,7 +229,7 @@ func newFIBModel(watch netip.Prefix) *fibModel {
 }
 
 // apply applies one netlink message received at now.
-func (m *fibModel) apply(typ uint16, data []byte, now time.Time) {
+func (m *FIB) apply(typ uint16, data []byte, now time.Time) {
 	m.now = now
 	switch typ {
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
@@ -274,7 +274,7 @@ func (m *fibModel) apply(typ uint16, data []byte, now time.Time) {
 	}
 }
 
-func (m *fibModel) setRoute(p netip.Prefix, r modelRoute) {
+func (m *FIB) setRoute(p netip.Prefix, r modelRoute) {
 	if len(m.routes) == 0 && m.first.IsZero() {
 		m.first = m.now
 	}
@@ -287,7 +287,7 @@ func (m *fibModel) setRoute(p netip.Prefix, r modelRoute) {
 	}
 }
 
-func (m *fibModel) delRoute(p netip.Prefix) {
+func (m *FIB) delRoute(p netip.Prefix) {
 	old, ok := m.routes[p]
 	if !ok {
 		return
@@ -303,7 +303,7 @@ func (m *fibModel) delRoute(p netip.Prefix) {
 }
 
 // carrierLost does what the kernel does silently to nexthop objects on idx.
-func (m *fibModel) carrierLost(idx int32) {
+func (m *FIB) carrierLost(idx int32) {
 	gone := map[uint32]bool{}
 	for id, nh := range m.nexthops {
 		if len(nh.group) == 0 && nh.oif == idx {
@@ -316,7 +316,7 @@ func (m *fibModel) carrierLost(idx int32) {
 
 // deleteNexthops removes nexthop objects, shrinks the groups that held them (a
 // group left empty goes too) and deletes the routes that used any that went.
-func (m *fibModel) deleteNexthops(gone map[uint32]bool) {
+func (m *FIB) deleteNexthops(gone map[uint32]bool) {
 	for len(gone) > 0 {
 		for id := range gone {
 			delete(m.nexthops, id)
@@ -347,7 +347,7 @@ func (m *fibModel) deleteNexthops(gone map[uint32]bool) {
 }
 
 // devsOf resolves the interfaces a nexthop object forwards through.
-func (m *fibModel) devsOf(id uint32) []int32 {
+func (m *FIB) devsOf(id uint32) []int32 {
 	nh, ok := m.nexthops[id]
 	if !ok {
 		return nil
@@ -368,7 +368,7 @@ func (m *fibModel) devsOf(id uint32) []int32 {
 }
 
 // routeDevs resolves the interfaces route r forwards through.
-func (m *fibModel) routeDevs(r modelRoute) devSet {
+func (m *FIB) routeDevs(r modelRoute) devSet {
 	if r.nhid != 0 {
 		return makeDevSet(m.devsOf(r.nhid))
 	}
@@ -377,7 +377,7 @@ func (m *fibModel) routeDevs(r modelRoute) devSet {
 
 // count returns how many watched routes forward through a set of interfaces for
 // which match is true.
-func (m *fibModel) count(match func(devSet) bool) int {
+func (m *FIB) count(match func(devSet) bool) int {
 	n := 0
 	for set, c := range m.inline {
 		if match(set) {
@@ -393,7 +393,7 @@ func (m *fibModel) count(match func(devSet) bool) int {
 }
 
 // index returns the ifindex of the named interface, or 0.
-func (m *fibModel) index(name string) int32 {
+func (m *FIB) index(name string) int32 {
 	for idx, l := range m.links {
 		if l.name == name {
 			return idx
@@ -402,12 +402,59 @@ func (m *fibModel) index(name string) int32 {
 	return 0
 }
 
+// First is when the first watched route appeared; zero if the monitor started
+// with routes already there.
+func (m *FIB) First() time.Time { return m.first }
+
+// Flushed counts the nexthop objects the kernel deleted by itself on carrier
+// loss since the monitor started.
+func (m *FIB) Flushed() int { return m.flushd }
+
+// Writes counts the notified changes to watched routes and to nexthop objects:
+// a daemon writing to the FIB moves it.
+func (m *FIB) Writes() int { return m.writes }
+
+// Devs returns the names of the interfaces the watched route to p forwards
+// through, sorted; nil if there is no such route or it forwards nowhere (a
+// blackhole).
+func (m *FIB) Devs(p netip.Prefix) []string {
+	r, ok := m.routes[p]
+	if !ok {
+		return nil
+	}
+	return m.names(m.routeDevs(r))
+}
+
+// Table returns every watched route that forwards through some interface, with
+// the interfaces' names (sorted). Blackholes are left out.
+func (m *FIB) Table() map[netip.Prefix][]string {
+	out := make(map[netip.Prefix][]string, len(m.routes))
+	for p, r := range m.routes {
+		if devs := m.names(m.routeDevs(r)); len(devs) > 0 {
+			out[p] = devs
+		}
+	}
+	return out
+}
+
+// names resolves a set of ifindexes to sorted interface names.
+func (m *FIB) names(s devSet) []string {
+	var out []string
+	for _, i := range s.members() {
+		if l, ok := m.links[i]; ok {
+			out = append(out, l.name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Routes is the number of watched routes in the FIB.
-func (m *fibModel) Routes() int { return len(m.routes) }
+func (m *FIB) Routes() int { return len(m.routes) }
 
 // Using is the number of watched routes that forward (also) through the named
 // interface.
-func (m *fibModel) Using(name string) int {
+func (m *FIB) Using(name string) int {
 	idx := m.index(name)
 	if idx == 0 {
 		return 0
@@ -417,7 +464,7 @@ func (m *fibModel) Using(name string) int {
 
 // Exactly is the number of watched routes that forward through exactly the named
 // interfaces (all of them, ECMP, and no other).
-func (m *fibModel) Exactly(names ...string) int {
+func (m *FIB) Exactly(names ...string) int {
 	var idx []int32
 	for _, n := range names {
 		i := m.index(n)
@@ -431,21 +478,21 @@ func (m *fibModel) Exactly(names ...string) int {
 }
 
 // Carrier reports whether the named interface has carrier.
-func (m *fibModel) Carrier(name string) bool {
+func (m *FIB) Carrier(name string) bool {
 	idx := m.index(name)
 	return idx != 0 && m.links[idx].lowerUp
 }
 
 // diff compares the watched routes of two models, resolved to interfaces, and
 // describes up to a few differences.
-func (m *fibModel) diff(o *fibModel) []string {
+func (m *FIB) diff(o *FIB) []string {
 	var out []string
 	note := func(s string) {
 		if len(out) < 5 {
 			out = append(out, s)
 		}
 	}
-	names := func(mm *fibModel, s devSet) string {
+	names := func(mm *FIB, s devSet) string {
 		var n []string
 		for _, i := range s.members() {
 			n = append(n, mm.links[i].name)

@@ -1,8 +1,10 @@
-package bench
+package nlmon
 
 import (
 	"encoding/binary"
+	"maps"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -63,7 +65,7 @@ func routeBytes(prefix string, proto uint8, nhid uint32, oifs ...int32) []byte {
 }
 
 func TestFIBModel(t *testing.T) {
-	m := newFIBModel(netip.MustParsePrefix("100.64.0.0/10"))
+	m := newFIB(netip.MustParsePrefix("100.64.0.0/10"))
 	t0 := time.Unix(1000, 0)
 	apply := func(typ uint16, b []byte) {
 		t0 = t0.Add(time.Millisecond)
@@ -143,8 +145,8 @@ func TestFIBModel(t *testing.T) {
 
 func TestFIBModelDiff(t *testing.T) {
 	watch := netip.MustParsePrefix("100.64.0.0/10")
-	a, b := newFIBModel(watch), newFIBModel(watch)
-	for _, m := range []*fibModel{a, b} {
+	a, b := newFIB(watch), newFIB(watch)
+	for _, m := range []*FIB{a, b} {
 		m.apply(unix.RTM_NEWLINK, linkMsgBytes(2, "ens3", true), time.Time{})
 		m.apply(unix.RTM_NEWLINK, linkMsgBytes(3, "ens4", true), time.Time{})
 		m.apply(unix.RTM_NEWNEXTHOP, nexthopBytes(10, 2), time.Time{})
@@ -174,5 +176,58 @@ func TestParseRouteMsgRejectsGarbage(t *testing.T) {
 		parseRouteMsg(b[:i])
 		parseNexthopMsg(b[:i])
 		parseLinkMsg(b[:i])
+	}
+}
+
+func TestFIBDevsAndTable(t *testing.T) {
+	m := newFIB(netip.MustParsePrefix("0.0.0.0/0"))
+	m.apply(unix.RTM_NEWLINK, linkMsgBytes(2, "ens3", true), time.Time{})
+	m.apply(unix.RTM_NEWLINK, linkMsgBytes(3, "ens4", true), time.Time{})
+	m.apply(unix.RTM_NEWNEXTHOP, nexthopBytes(10, 2), time.Time{})
+	m.apply(unix.RTM_NEWNEXTHOP, nexthopBytes(11, 3), time.Time{})
+	m.apply(unix.RTM_NEWNEXTHOP, nexthopBytes(20, 0, 11, 10), time.Time{})
+	m.apply(unix.RTM_NEWNEXTHOP, nexthopBytes(30, 0), time.Time{}) // a blackhole object
+	m.apply(unix.RTM_NEWROUTE, routeBytes("10.0.0.2/32", unix.RTPROT_BGP, 20), time.Time{})
+	m.apply(unix.RTM_NEWROUTE, routeBytes("4.4.4.4/32", unix.RTPROT_BGP, 0, 2), time.Time{})
+	m.apply(unix.RTM_NEWROUTE, routeBytes("10.1.1.0/26", unix.RTPROT_BGP, 30), time.Time{})
+
+	if got := m.Devs(netip.MustParsePrefix("10.0.0.2/32")); !slices.Equal(got, []string{"ens3", "ens4"}) {
+		t.Errorf("Devs(10.0.0.2/32) = %v, want [ens3 ens4]", got)
+	}
+	if got := m.Devs(netip.MustParsePrefix("10.0.0.3/32")); got != nil {
+		t.Errorf("Devs of a missing route = %v, want nil", got)
+	}
+	want := map[netip.Prefix][]string{
+		netip.MustParsePrefix("10.0.0.2/32"): {"ens3", "ens4"},
+		netip.MustParsePrefix("4.4.4.4/32"):  {"ens3"},
+	}
+	if got := m.Table(); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("Table() = %v, want %v (no blackhole)", got, want)
+	}
+	m.apply(unix.RTM_NEWLINK, linkMsgBytes(3, "ens4", false), time.Time{})
+	if got := m.Devs(netip.MustParsePrefix("10.0.0.2/32")); !slices.Equal(got, []string{"ens3"}) {
+		t.Errorf("Devs(10.0.0.2/32) after ens4's carrier loss = %v, want [ens3]", got)
+	}
+}
+
+func TestTrackerRecordsTransitions(t *testing.T) {
+	mon := &Monitor{model: newFIB(netip.MustParsePrefix("0.0.0.0/0"))}
+	mon.model.apply(unix.RTM_NEWLINK, linkMsgBytes(2, "ens3", true), time.Time{})
+	tr := mon.Track("ens3 has carrier", func(f *FIB) bool { return f.Carrier("ens3") })
+	t0 := time.Unix(2000, 0)
+	for i, carrier := range []bool{true, false, false, true, true, false} {
+		mon.model.apply(unix.RTM_NEWLINK, linkMsgBytes(2, "ens3", carrier), t0)
+		mon.checkLocked(t0.Add(time.Duration(i) * time.Millisecond))
+	}
+	h := tr.History()
+	var got []bool
+	for _, tr := range h {
+		got = append(got, tr.On)
+	}
+	if !slices.Equal(got, []bool{true, false, true, false}) {
+		t.Fatalf("transitions %v, want [true false true false]", got)
+	}
+	if !h[1].At.Equal(t0.Add(time.Millisecond)) || !h[3].At.Equal(t0.Add(5*time.Millisecond)) {
+		t.Errorf("transition times %v", h)
 	}
 }

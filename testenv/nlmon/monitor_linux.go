@@ -1,4 +1,11 @@
-package bench
+// Package nlmon follows the kernel state of the lab's network namespaces in
+// process, over one rtnetlink socket per namespace: routes (resolved through
+// nexthop objects to interfaces), links and their carrier. Conditions on that
+// state are checked after every notification, so the time a condition became
+// true is known to the millisecond without forking a tool per poll. It also
+// makes the small netlink changes the tools inject (link up/down, neighbour
+// deletion) with exact trigger times.
+package nlmon
 
 import (
 	"context"
@@ -6,11 +13,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/fabricd/fabricd/testenv/netns"
 )
 
 // monitorRcvBuf is the monitor's socket receive buffer. A 100,000-route burst is
@@ -19,29 +30,47 @@ import (
 // rather than a wrong time).
 const monitorRcvBuf = 256 << 20
 
+// Options choose what a Monitor follows and how it reads.
+type Options struct {
+	// Watch is the range of protocol-bgp routes the model follows; a route is
+	// followed if it lies inside (0.0.0.0/0: all of them).
+	Watch netip.Prefix
+	// Poll, if positive, makes the reader poll the socket and sleep this long
+	// when it is empty, instead of blocking in the Go runtime's poller. A
+	// reader asleep in the poller is woken for every notification, and on a
+	// 2-CPU machine those wakeups made a 100,000-route `ip -batch` 25% slower,
+	// while a polling reader costs next to nothing during such bursts (its
+	// timestamps are late by up to Poll). For long runs with a few changes a
+	// second, blocking (0) is the cheaper choice.
+	Poll time.Duration
+}
+
 // Monitor follows the routes, nexthop objects and links of one network namespace
 // over rtnetlink, the way `ip -timestamp monitor` does, but in process: every
 // message is timestamped the moment it is read, and conditions on the resulting
 // FIB are checked after every message, so a Watch reports when the FIB first met
-// its condition.
+// its condition and a Tracker every time its condition changed.
 type Monitor struct {
-	ns string
-	fd int
+	ns   string
+	fd   int
+	file *os.File // fd, registered with the runtime poller; nil when polling
+	poll time.Duration
 
-	mu      sync.Mutex
-	model   *fibModel
-	watches []*Watch
-	err     error // set once messages were lost; every later wait fails with it
+	mu       sync.Mutex
+	model    *FIB
+	watches  []*Watch
+	trackers []*Tracker
+	err      error // set once messages were lost; every later wait fails with it
 
 	stop chan struct{}
 	done chan struct{}
 }
 
-// OpenMonitor subscribes to namespace ns's link, IPv4 route and nexthop events,
-// loads the current state, and follows the bgp-protocol routes inside watch.
-func OpenMonitor(ns string, watch netip.Prefix) (*Monitor, error) {
+// Open subscribes to namespace ns's link, IPv4 route and nexthop events, loads
+// the current state, and follows the protocol-bgp routes inside opts.Watch.
+func Open(ns string, opts Options) (*Monitor, error) {
 	var fd int
-	err := inNamespace(ns, func() error {
+	err := netns.Do(ns, func() error {
 		var err error
 		fd, err = openRouteSocket(monitorRcvBuf,
 			1<<(unix.RTNLGRP_LINK-1)|1<<(unix.RTNLGRP_IPV4_ROUTE-1), unix.RTNLGRP_NEXTHOP)
@@ -50,14 +79,23 @@ func OpenMonitor(ns string, watch netip.Prefix) (*Monitor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("monitor for %s: %w", ns, err)
 	}
-	m := &Monitor{ns: ns, fd: fd, stop: make(chan struct{}), done: make(chan struct{})}
-	// Subscribed first, then dumped: nothing that happens in between is missed. The
-	// labs are quiet at this point, so a message that is both dumped and received is
-	// just applied twice, which the model tolerates.
-	m.model, err = dumpModel(ns, watch)
+	m := &Monitor{ns: ns, fd: fd, poll: opts.Poll, stop: make(chan struct{}), done: make(chan struct{})}
+	// Subscribed first, then dumped: nothing that happens in between is missed. A
+	// message that is both dumped and received is just applied twice, which the
+	// model tolerates.
+	m.model, err = dumpModel(ns, opts.Watch)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("monitor for %s: %w", ns, err)
+	}
+	if m.poll <= 0 {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("monitor for %s: %w", ns, err)
+		}
+		// A non-blocking descriptor is registered with the runtime poller, so the
+		// reader below parks its goroutine instead of a thread.
+		m.file = os.NewFile(uintptr(fd), "rtnetlink-"+ns)
 	}
 	go m.read()
 	return m, nil
@@ -71,32 +109,60 @@ func (m *Monitor) Close() error {
 	default:
 	}
 	close(m.stop)
+	if m.file != nil {
+		err := m.file.Close() // wakes the reader
+		<-m.done
+		return err
+	}
 	<-m.done
 	return unix.Close(m.fd)
 }
 
-// idlePoll is how long the reader sleeps when the socket is empty. It polls rather
-// than blocks: a reader asleep in recvmsg must be woken for every notification, and
-// on this 2-CPU machine those wakeups made a 100,000-route `ip -batch` 25% slower
-// (an idle or polling listener costs next to nothing). Timestamps are therefore
-// late by up to about a millisecond.
-const idlePoll = 200 * time.Microsecond
+// recv reads the next batch of messages into buf. It returns errStopped once
+// Close was called.
+func (m *Monitor) recv(buf []byte) (int, error) {
+	if m.file == nil {
+		for {
+			select {
+			case <-m.stop:
+				return 0, errStopped
+			default:
+			}
+			n, _, err := unix.Recvfrom(m.fd, buf, unix.MSG_DONTWAIT)
+			if errors.Is(err, unix.EAGAIN) {
+				time.Sleep(m.poll)
+				continue
+			}
+			return n, err
+		}
+	}
+	rc, err := m.file.SyscallConn()
+	if err != nil {
+		return 0, errStopped
+	}
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+		return !errors.Is(rerr, unix.EAGAIN)
+	})
+	if err != nil { // the file was closed
+		return 0, errStopped
+	}
+	return n, rerr
+}
+
+var errStopped = errors.New("monitor stopped")
 
 func (m *Monitor) read() {
 	defer close(m.done)
 	buf := make([]byte, 1<<20)
 	for {
-		select {
-		case <-m.stop:
-			return
-		default:
-		}
-		n, _, err := unix.Recvfrom(m.fd, buf, unix.MSG_DONTWAIT)
+		n, err := m.recv(buf)
 		now := time.Now()
 		switch {
-		case errors.Is(err, unix.EAGAIN):
-			time.Sleep(idlePoll)
-			continue
+		case errors.Is(err, errStopped):
+			return
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.ENOBUFS):
@@ -133,6 +199,9 @@ func (m *Monitor) fail(err error) {
 }
 
 func (m *Monitor) checkLocked(now time.Time) {
+	for _, t := range m.trackers {
+		t.observe(now, t.cond(m.model))
+	}
 	kept := m.watches[:0]
 	for _, w := range m.watches {
 		if w.cond(m.model) {
@@ -149,7 +218,7 @@ func (m *Monitor) checkLocked(now time.Time) {
 // message it reads.
 type Watch struct {
 	what string
-	cond func(*fibModel) bool
+	cond func(*FIB) bool
 
 	once sync.Once
 	ch   chan struct{}
@@ -166,7 +235,7 @@ func (w *Watch) finish(at time.Time, err error) {
 
 // Watch starts watching for cond. If cond already holds, the watch is met at once,
 // with the current time. Register before the action being timed.
-func (m *Monitor) Watch(what string, cond func(*fibModel) bool) *Watch {
+func (m *Monitor) Watch(what string, cond func(*FIB) bool) *Watch {
 	w := &Watch{what: what, cond: cond, ch: make(chan struct{})}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -198,8 +267,71 @@ func (w *Watch) Wait(ctx context.Context, timeout time.Duration) (time.Time, err
 	}
 }
 
+// Tracker records every change of a condition on the namespace's FIB, with the
+// time of the message that caused it: a timeline to evaluate after the fact
+// ("when did every route have two next hops again after t?").
+type Tracker struct {
+	what string
+	cond func(*FIB) bool
+
+	mu      sync.Mutex
+	history []Transition
+}
+
+// Transition is a change of a tracked condition: from At on, it is On.
+type Transition struct {
+	At time.Time
+	On bool
+}
+
+// Track starts tracking cond. Its first transition is its value now.
+func (m *Monitor) Track(what string, cond func(*FIB) bool) *Tracker {
+	t := &Tracker{what: what, cond: cond}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t.observe(time.Now(), cond(m.model))
+	m.trackers = append(m.trackers, t)
+	return t
+}
+
+func (t *Tracker) observe(at time.Time, on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := len(t.history); n > 0 && t.history[n-1].On == on {
+		return
+	}
+	t.history = append(t.history, Transition{At: at, On: on})
+}
+
+// State returns the condition's value now and since when it has had it.
+func (t *Tracker) State() (on bool, since time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	last := t.history[len(t.history)-1]
+	return last.On, last.At
+}
+
+// What describes the condition.
+func (t *Tracker) What() string { return t.what }
+
+// History returns the transitions so far, oldest first; the first one is the
+// value when tracking began.
+func (t *Tracker) History() []Transition {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.history)
+}
+
+// Err returns the error that made the monitor's model untrustworthy (lost
+// netlink messages), or nil.
+func (m *Monitor) Err() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
 // Read runs f on the current model.
-func (m *Monitor) Read(f func(*fibModel)) {
+func (m *Monitor) Read(f func(*FIB)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	f(m.model)
@@ -282,9 +414,9 @@ func rtattr(typ uint16, data []byte) []byte {
 
 // dumpModel builds a model of namespace ns from dumps of its links, nexthop
 // objects and IPv4 routes.
-func dumpModel(ns string, watch netip.Prefix) (*fibModel, error) {
-	model := newFIBModel(watch)
-	err := inNamespace(ns, func() error {
+func dumpModel(ns string, watch netip.Prefix) (*FIB, error) {
+	model := newFIB(watch)
+	err := netns.Do(ns, func() error {
 		fd, err := openRouteSocket(8<<20, 0)
 		if err != nil {
 			return err
@@ -361,32 +493,4 @@ func nlError(data []byte) error {
 		return unix.Errno(-code)
 	}
 	return nil
-}
-
-// SetLink sets interface name in namespace ns administratively up or down, over
-// rtnetlink rather than by running ip(8), and returns the moment the request was
-// sent: the trigger of a carrier change on the veth's peer.
-func SetLink(ns, name string, up bool) (time.Time, error) {
-	var sent time.Time
-	err := inNamespace(ns, func() error {
-		fd, err := openRouteSocket(0, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		var flags uint32
-		if up {
-			flags = unix.IFF_UP
-		}
-		ifi := make([]byte, unix.SizeofIfInfomsg)
-		binary.NativeEndian.PutUint32(ifi[8:12], flags)
-		binary.NativeEndian.PutUint32(ifi[12:16], unix.IFF_UP) // ifi_change: only IFF_UP
-		req := request(unix.RTM_NEWLINK, unix.NLM_F_ACK, 1, ifi, rtattr(unix.IFLA_IFNAME, append([]byte(name), 0)))
-		sent = time.Now()
-		return dump(fd, req, func(uint16, []byte) {})
-	})
-	if err != nil {
-		return time.Time{}, fmt.Errorf("setting %s in %s %s: %w", name, ns, map[bool]string{true: "up", false: "down"}[up], err)
-	}
-	return sent, nil
 }
