@@ -107,8 +107,14 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 		s.handler.Stale(se.id)
 		graceful := st.DisconnectReason == api.PeerState_DISCONNECT_REASON_GRACEFUL_RESTART
 		detail := st.DisconnectMessage
-		if removed {
+		switch {
+		case removed:
 			detail = "peer removed"
+		case graceful:
+			// GoBGP reports any loss without a NOTIFICATION this way when
+			// graceful restart was negotiated: a crash, a restart, a
+			// hold-timer expiry, a lost connection alike.
+			detail = "connection lost without a NOTIFICATION (the ToR crashed or restarts, or the hold timer expired)"
 		}
 		s.log.Warn("BGP session down", "interface", se.iface, "peer", addr, "reason", detail, "graceful", graceful)
 		if reason == uplink.ReasonMaxPrefixes {

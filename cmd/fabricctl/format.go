@@ -19,7 +19,13 @@ func writeSummary(w io.Writer, s *fabricdpb.Summary) {
 	fmt.Fprintf(w, "RIB entries %d, installed routes %d\n", s.GetRibCount(), s.GetInstalledCount())
 	fmt.Fprintf(w, "Peers %d\n\n", len(s.GetPeers()))
 	fmt.Fprintln(w, "Neighbor        V         AS   MsgRcvd   MsgSent   TblVer  InQ OutQ  Up/Down State/PfxRcd   PfxSnt")
+	found := false
 	for _, p := range s.GetPeers() {
+		name := p.GetInterface()
+		if p.GetTorSource() == "kernel" {
+			// Like FRR's dynamic neighbors: accepted from its connection.
+			name, found = "*"+name, true
+		}
 		upDown := "never"
 		if p.GetEverUp() {
 			upDown = formatUptime(time.Duration(p.GetPeerUptimeMsec()) * time.Millisecond)
@@ -29,9 +35,12 @@ func writeSummary(w io.Writer, s *fabricdpb.Summary) {
 			state = fmt.Sprint(p.GetPfxRcd())
 		}
 		fmt.Fprintf(w, "%-15s %1d %10d %9d %9d %8d %4d %4d %8s %12s %8d\n",
-			p.GetInterface(), 4, p.GetRemoteAs(), p.GetMsgRcvd(), p.GetMsgSent(), 0, p.GetInq(), p.GetOutq(), upDown, state, p.GetPfxSnt())
+			name, 4, p.GetRemoteAs(), p.GetMsgRcvd(), p.GetMsgSent(), 0, p.GetInq(), p.GetOutq(), upDown, state, p.GetPfxSnt())
 	}
 	fmt.Fprintf(w, "\nTotal number of neighbors %d\n", len(s.GetPeers()))
+	if found {
+		fmt.Fprintln(w, "* - ToR that sent no router advertisement, found when it connected")
+	}
 }
 
 // formatUptime prints a duration as FRR's peer_uptime does: hh:mm:ss
@@ -136,21 +145,43 @@ func writeRoutes(w io.Writer, r *fabricdpb.InstalledRoutes, v6 bool) {
 	}
 }
 
-// writeInterfaces prints `show interface`: what discovery knows per uplink.
+// writeInterfaces prints `show interface`: each uplink's phase (see
+// README, "Uplink states"), its ToR and where fabricd learned of it, the
+// session, and the counters of discovery and of refused announcements.
 func writeInterfaces(w io.Writer, ifs *fabricdpb.Interfaces) {
-	fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %8s  %s\n", "Interface", "Link", "Peer", "Peer MAC", "Last RA", "Session", "Filtered", "RAs rx/ignored/tx, RSs tx")
-	for _, i := range ifs.GetInterfaces() {
-		link := "down"
+	for n, i := range ifs.GetInterfaces() {
+		if n > 0 {
+			fmt.Fprintln(w)
+		}
+		link := "no carrier"
 		if i.GetLinkUp() {
-			link = "up"
+			link = "carrier"
 		}
-		peer, mac, age := dash(i.GetPeerAddress()), dash(i.GetPeerMac()), "-"
+		since := (time.Duration(i.GetPhaseAgeMsec()) * time.Millisecond).Round(time.Second)
+		fmt.Fprintf(w, "%s: %s, %s for %s\n", i.GetName(), link, i.GetPhase(), since)
+		fmt.Fprintf(w, "  ToR %s (from %s), MAC %s (from %s)\n", dash(i.GetPeerAddress()), dash(i.GetTorSource()),
+			dash(i.GetPeerMac()), dash(i.GetMacSource()))
+		age := "never"
 		if i.GetLastRaAgeMsec() >= 0 {
-			age = (time.Duration(i.GetLastRaAgeMsec()) * time.Millisecond).Round(100 * time.Millisecond).String()
+			age = (time.Duration(i.GetLastRaAgeMsec()) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(w, "%-15s %-5s %-28s %-17s %8s %-12s %8d  %d/%d/%d, %d\n", i.GetName(), link, peer, mac, age, i.GetSessionState(),
-			i.GetPfxFiltered(), i.GetRasReceived(), i.GetRasIgnored(), i.GetRasSent(), i.GetRssSent())
+		fmt.Fprintf(w, "  Session %s; forwarding IPv4 %s, IPv6 %s", i.GetSessionState(), yesNo(i.GetIpv4Forwarding()), yesNo(i.GetIpv6Forwarding()))
+		if ms := i.GetStaleMsec(); ms >= 0 {
+			fmt.Fprintf(w, "; paths of the last session kept %s more", (time.Duration(ms) * time.Millisecond).Round(time.Second))
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "  RAs received %d (ignored %d, last %s), sent %d; RSs sent %d\n", i.GetRasReceived(), i.GetRasIgnored(), age,
+			i.GetRasSent(), i.GetRssSent())
+		fmt.Fprintf(w, "  Announcements refused: %d by [import], %d AS-path loops, %d third-party next hops\n",
+			i.GetPfxFiltered(), i.GetRefusedLoop(), i.GetRefusedNexthop())
 	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 func dash(s string) string {

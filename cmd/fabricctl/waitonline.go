@@ -14,10 +14,11 @@ import (
 
 // waitOnline is `fabricctl wait-online`, what fabricd-wait-online.service
 // runs so that kubelet starts only once this server can reach the fabric:
-// like systemd-networkd-wait-online, it succeeds when every uplink's
-// session is Established, has sent its whole table (End-of-RIB) and the
-// routes are in the kernel, and fails after a timeout. fabricd need not be
-// running yet when it starts.
+// like systemd-networkd-wait-online, it succeeds when fabricd is online
+// (every uplink with carrier forwards: its session is Established and the
+// ToR has sent its whole table; one does; and the kernel holds what the
+// RIB wants), and fails after a timeout. fabricd need not be running yet
+// when it starts.
 func waitOnline(socket string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("wait-online", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -77,8 +78,10 @@ func online(s *fabricdpb.Summary, anyUplink bool) (bool, string) {
 		return false, "no uplinks configured"
 	case !s.GetFibInSync():
 		return false, "routes are still being installed"
-	case anyUplink && len(up) > 0, len(waiting) == 0:
+	case anyUplink && len(up) > 0, s.GetOnline():
 		return true, fmt.Sprintf("%s up, %d routes installed", strings.Join(up, ", "), s.GetInstalledCount())
+	case len(waiting) == 0:
+		return false, "waiting for the uplinks to forward"
 	}
 	return false, "waiting for " + strings.Join(waiting, ", ")
 }
