@@ -228,6 +228,11 @@ func (s *Speaker) start(ctx context.Context) error {
 		ListenPort: int32(s.cfg.ListenPort),
 		// Only IPv6 link-local peers exist; listening on :: covers them.
 		ListenAddresses: []string{"::"},
+		// IPv4 and IPv6 unicast only (GoBGP's AfiSafiType numbers): GoBGP
+		// otherwise keeps empty tables for every family it knows, twice
+		// (its global and route-server RIBs), about 10 MB at 2048 map
+		// shards each.
+		Families: []uint32{0, 1},
 	}})
 	if err != nil {
 		return fmt.Errorf("starting BGP: %w", err)
