@@ -214,7 +214,7 @@ func (d *Daemon) apply(ctx context.Context, u *uplinkRun) {
 		}
 	}
 	if e.fib != nil {
-		f := fib.Forwarding{V4: e.fib.V4, V6: e.fib.V6, Ifindex: e.fib.Ifindex, MAC: e.fib.MAC, LL: e.fib.Addr}
+		f := fib.Forwarding{V4: e.fib.V4, V6: e.fib.V6, Syncing: e.fib.Syncing, Ifindex: e.fib.Ifindex, MAC: e.fib.MAC, LL: e.fib.Addr}
 		if err := d.fib.SetForwarding(ctx, u.id, n.Interface, f); err != nil {
 			return // stopping
 		}

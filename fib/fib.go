@@ -97,7 +97,10 @@ type uplink struct {
 // Forwarding says whether, and through which ToR, an uplink carries the
 // traffic of each family.
 type Forwarding struct {
-	V4, V6  bool
+	V4, V6 bool
+	// Syncing: the ToR is still sending its table; the uplink carries
+	// only what no other uplink reaches.
+	Syncing bool
 	Ifindex int
 	MAC     net.HardwareAddr // the ToR's, for the IPv4 gateway's neighbour entry
 	LL      netip.Addr       // the ToR's link-local address, the IPv6 next hop
@@ -311,8 +314,8 @@ func (w *Writer) SetForwarding(ctx context.Context, u rib.Uplink, name string, f
 		if old.fwd.Ifindex != 0 && old.fwd.Ifindex != f.Ifindex {
 			// The interface was recreated: what names the old index must
 			// go, as if the uplink had gone and come back.
-			w.setUsable(u, ipv4, false)
-			w.setUsable(u, ipv6, false)
+			w.setLevel(u, ipv4, Unusable)
+			w.setLevel(u, ipv6, Unusable)
 		}
 		w.uplinks[u].name = name
 		w.uplinks[u].fwd = f
@@ -338,13 +341,47 @@ func (w *Writer) applyForwarding(u rib.Uplink) {
 			w.stats.NeighborWrites.Add(1)
 		}
 	}
-	w.setUsable(u, ipv4, up.fwd.V4 && up.neighbor)
-	w.setUsable(u, ipv6, up.fwd.V6 && up.fwd.LL.IsValid())
+	lvl := Ready
+	if up.fwd.Syncing {
+		lvl = Syncing
+	}
+	w.setLevel(u, ipv4, pick(up.fwd.V4 && up.neighbor, lvl))
+	w.setLevel(u, ipv6, pick(up.fwd.V6 && up.fwd.LL.IsValid(), lvl))
 }
 
-// Usable reports whether uplink u carries IPv4 and IPv6 routes now.
-func (w *Writer) Usable(ctx context.Context, u rib.Uplink) (v4, v6 bool, err error) {
-	err = w.query(ctx, func() { v4, v6 = w.isUsable(u, ipv4), w.isUsable(u, ipv6) })
+func pick(ok bool, l Level) Level {
+	if ok {
+		return l
+	}
+	return Unusable
+}
+
+// Level is how much of a family's traffic an uplink may carry.
+type Level uint8
+
+const (
+	Unusable Level = iota
+	// Syncing: only what no ready uplink reaches (its ToR is still
+	// sending its table).
+	Syncing
+	// Ready: its ToR can forward (for the settle time, it carries only
+	// what no other ready uplink reaches).
+	Ready
+)
+
+func (l Level) String() string {
+	switch l {
+	case Syncing:
+		return "syncing"
+	case Ready:
+		return "ready"
+	}
+	return "no"
+}
+
+// Usable reports how much of each family uplink u carries now.
+func (w *Writer) Usable(ctx context.Context, u rib.Uplink) (v4, v6 Level, err error) {
+	err = w.query(ctx, func() { v4, v6 = w.level(u, ipv4), w.level(u, ipv6) })
 	return v4, v6, err
 }
 
@@ -352,8 +389,8 @@ func (w *Writer) Usable(ctx context.Context, u rib.Uplink) (v4, v6 bool, err err
 // routes move to other uplinks or go, and its neighbour entry is deleted.
 func (w *Writer) RemoveUplink(ctx context.Context, u rib.Uplink) error {
 	return w.exec(ctx, func() {
-		w.setUsable(u, ipv4, false)
-		w.setUsable(u, ipv6, false)
+		w.setLevel(u, ipv4, Unusable)
+		w.setLevel(u, ipv6, Unusable)
 		w.deleteNeighbor(u)
 		w.uplinks[u] = uplink{}
 	})
@@ -401,7 +438,7 @@ func (w *Writer) checkNeighbor(u rib.Uplink) {
 	if err := w.kernel.SetNeighbor(Neighbor{Ifindex: up.fwd.Ifindex, MAC: up.fwd.MAC}); err != nil {
 		w.log.Error("restoring neighbour entry", "uplink", up.name, "err", err)
 		up.neighbor = false
-		w.setUsable(u, ipv4, false)
+		w.setLevel(u, ipv4, Unusable)
 		if w.retry.IsZero() {
 			w.retry = time.Now().Add(time.Second)
 		}
@@ -574,19 +611,29 @@ func (w *Writer) syncChanged() {
 	w.log.Debug("fib batch applied", "changes", len(w.changes), "ops", n, "duration", time.Since(start))
 }
 
-// isUsable: u may carry routes of fam (fresh or settled).
-func (w *Writer) isUsable(u rib.Uplink, fam family) bool {
-	return (w.usable[fam].Settled | w.usable[fam].Fresh).Has(u)
+// level is how much of fam uplink u may carry.
+func (w *Writer) level(u rib.Uplink, fam family) Level {
+	us := w.usable[fam]
+	switch {
+	case (us.Settled | us.Fresh).Has(u):
+		return Ready
+	case us.Syncing.Has(u):
+		return Syncing
+	}
+	return Unusable
 }
 
 // members are the uplinks a route written for set forwards through: its
-// settled usable ones, or when it has none, its fresh ones. This is what
-// the set's group object holds.
+// settled ones, or when it has none its fresh ones, or else its syncing
+// ones. This is what the set's group object holds.
 func (w *Writer) members(set rib.NexthopSet, fam family) rib.NexthopSet {
-	if m := set & w.usable[fam].Settled; m != 0 {
-		return m
+	us := w.usable[fam]
+	for _, class := range []rib.NexthopSet{us.Settled, us.Fresh, us.Syncing} {
+		if m := set & class; m != 0 {
+			return m
+		}
 	}
-	return set & w.usable[fam].Fresh
+	return 0
 }
 
 // forwarding are the uplinks the route installed for set uses now.
@@ -594,36 +641,43 @@ func (w *Writer) forwarding(set rib.NexthopSet, fam family) rib.NexthopSet {
 	if w.objects {
 		return w.members(set, fam)
 	}
-	return set & (w.usable[fam].Settled | w.usable[fam].Fresh)
+	return set & w.usable[fam].All()
 }
 
-// setUsable changes whether uplink u may carry routes of family fam and
-// rewrites what is affected. An uplink that becomes usable while others
-// already carry the family is fresh for the settle time first.
-func (w *Writer) setUsable(u rib.Uplink, fam family, usable bool) {
-	if w.isUsable(u, fam) == usable {
+// setLevel changes how much of family fam uplink u may carry and rewrites
+// what is affected. An uplink that becomes ready while others already
+// carry the family is fresh for the settle time first.
+func (w *Writer) setLevel(u rib.Uplink, fam family, l Level) {
+	was := w.level(u, fam)
+	if was == l {
 		return
 	}
 	us := &w.usable[fam]
+	us.Settled &^= rib.Of(u)
+	us.Fresh &^= rib.Of(u)
+	us.Syncing &^= rib.Of(u)
+	w.freshUntil[fam][u] = time.Time{}
 	switch {
-	case !usable:
-		us.Settled &^= rib.Of(u)
-		us.Fresh &^= rib.Of(u)
-		w.freshUntil[fam][u] = time.Time{}
-	case w.settle > 0 && us.Settled&^rib.Of(u) != 0:
+	case l == Syncing:
+		us.Syncing |= rib.Of(u)
+	case l == Ready && w.settle > 0 && us.Settled != 0:
 		us.Fresh |= rib.Of(u)
 		w.freshUntil[fam][u] = time.Now().Add(w.settle)
-	default:
+	case l == Ready:
 		us.Settled |= rib.Of(u)
 	}
 	w.ops = w.ops[:0]
 	if w.objects {
-		w.ops = w.appendUplinkObject(w.ops, u, fam, usable)
-		if !usable {
-			// Applied first, on its own: the kernel takes the uplink out of
-			// every ECMP group at once, which is what moves the traffic.
+		switch {
+		case l == Unusable:
+			w.ops = w.appendUplinkObject(w.ops, u, fam, false)
+			// Applied first, on its own: the kernel takes the uplink out
+			// of every ECMP group at once, which is what moves the
+			// traffic.
 			w.apply()
 			w.ops = w.ops[:0]
+		case was == Unusable:
+			w.ops = w.appendUplinkObject(w.ops, u, fam, true)
 		}
 		w.ops = w.appendGroupRefresh(w.ops, fam)
 	}

@@ -666,7 +666,7 @@ func TestWriterWaitsForNeighborEntry(t *testing.T) {
 		h.rib.Update(0, c2lo, 2)
 		h.up(0, "ens3", 2, mac1, tor1)
 		h.expect(``)
-		if v4, v6, _ := h.w.Usable(h.ctx, 0); v4 || !v6 {
+		if v4, v6, _ := h.w.Usable(h.ctx, 0); v4 != Unusable || v6 != Ready {
 			t.Fatalf("usable v4=%v v6=%v with the neighbour entry failing", v4, v6)
 		}
 		k.mu.Lock()
@@ -757,5 +757,38 @@ func TestWriterSettlesBeforeWidening(t *testing.T) {
 		if took := time.Since(start); took > 200*time.Millisecond {
 			t.Fatalf("taking the uplink away took %v", took)
 		}
+	})
+}
+
+// A syncing uplink (its ToR still sends its table) carries only what no
+// ready uplink reaches: at boot everything it has, beside a ready one only
+// the prefixes the ready one lacks.
+func TestWriterSyncingIsLastResort(t *testing.T) {
+	modes(t, func(t *testing.T, objects bool) {
+		h := newHarness(t, newFakeKernel(objects))
+		syncing := func(u rib.Uplink, name string, ifindex int, mac net.HardwareAddr, ll netip.Addr) {
+			h.w.SetForwarding(h.ctx, u, name, Forwarding{V4: true, V6: true, Syncing: true, Ifindex: ifindex, MAC: mac, LL: ll})
+		}
+		h.rib.Update(0, c2lo, 2)
+		syncing(0, "ens3", 2, mac1, tor1)
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		h.up(1, "ens4", 3, mac2, tor2)
+		h.rib.Update(1, c2lo, 2)
+		h.rib.Update(0, c3lo, 2) // only the syncing uplink has it
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 via 169.254.0.1 dev ens4 proto bgp metric 20 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
+		h.up(0, "ens3", 2, mac1, tor1) // its End-of-RIB
+		h.expect(`
+			169.254.0.1 dev ens3 lladdr 02:00:00:00:00:01 PERMANENT
+			169.254.0.1 dev ens4 lladdr 02:00:00:00:00:02 PERMANENT
+			2.2.2.2 proto bgp metric 20
+			nexthop via 169.254.0.1 dev ens3 weight 1 onlink
+			nexthop via 169.254.0.1 dev ens4 weight 1 onlink
+			3.3.3.3 via 169.254.0.1 dev ens3 proto bgp metric 20 onlink`)
 	})
 }

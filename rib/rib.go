@@ -138,13 +138,17 @@ func (e *entry) best(mask NexthopSet) NexthopSet {
 // All is the mask of every uplink.
 const All = ^NexthopSet(0)
 
-// Usable says which uplinks may carry a family's traffic. Fresh ones have
-// just become usable: their ToR has said it can forward, but a ToR often
-// announces a route a moment before its own FIB holds it, so they carry
-// only what no settled uplink can.
+// Usable says which uplinks may carry a family's traffic, in three
+// classes, each used only for what the classes before it cannot reach:
+// settled uplinks, whose ToR can forward; fresh ones, whose ToR has just
+// said so (a ToR often announces a route a moment before its own FIB
+// holds it); and syncing ones, whose ToR is still sending its table.
 type Usable struct {
-	Settled, Fresh NexthopSet
+	Settled, Fresh, Syncing NexthopSet
 }
+
+// All is every class.
+func (u Usable) All() NexthopSet { return u.Settled | u.Fresh | u.Syncing }
 
 // Selection is a prefix's best paths: among all uplinks, and among those
 // that may carry traffic now. An uplink whose ToR cannot forward (its
@@ -154,16 +158,18 @@ type Selection struct {
 	// Best are the uplinks with the shortest AS path of all.
 	Best NexthopSet
 	// Usable are the uplinks with the shortest AS path among the settled
-	// usable ones, or when none has a path, among the fresh ones too:
-	// where the route points. Empty: no route.
+	// ones, or when none has a path, among the fresh ones, or else among
+	// the syncing ones: where the route points. Empty: no route.
 	Usable NexthopSet
 }
 
 func (e *entry) selection(usable [2]Usable, fam int) Selection {
 	u := usable[fam]
-	sel := Selection{Best: e.best(All), Usable: e.best(u.Settled)}
-	if sel.Usable == 0 {
-		sel.Usable = e.best(u.Settled | u.Fresh)
+	sel := Selection{Best: e.best(All)}
+	for _, class := range []NexthopSet{u.Settled, u.Fresh, u.Syncing} {
+		if sel.Usable = e.best(class); sel.Usable != 0 {
+			break
+		}
 	}
 	return sel
 }

@@ -207,6 +207,13 @@ func (w *world) check() {
 	if w.fib.V4 && (w.fib.MAC == nil || string(w.fib.MAC) != string(w.macs[w.fib.Addr])) {
 		t.Fatalf("IPv4 in the FIB with MAC %v; the ToR %v has %v", w.fib.MAC, w.fib.Addr, w.macs[w.fib.Addr])
 	}
+	if w.fib.Syncing {
+		// Last resort while the ToR sends its table: only with its session up.
+		if !w.established && w.box.empty() {
+			t.Fatalf("in the FIB as syncing (%+v) without a session", w.fib)
+		}
+		return
+	}
 	synced := w.established && w.box.empty() && ((w.eor[IPv4] || !w.families[IPv4]) && (w.eor[IPv6] || !w.families[IPv6]) ||
 		!w.now.Before(w.estAt.Add(cfg.HoldTime)))
 	helper := !w.lossAt.IsZero() && w.lossGraceful && w.lossFbits && w.now.Before(w.lossAt.Add(cfg.RestartTime)) &&

@@ -16,7 +16,8 @@ import (
 //	no-carrier   no      (kept)      none        -                           no
 //	discovering  yes     unknown     none        -                           no
 //	connecting   yes     known       configured  not Established             no
-//	syncing      yes     known       configured  Established, table not in   no
+//	syncing      yes     known       configured  Established, table not in   last resort: only what no other
+//	                                                                         uplink reaches
 //	forwarding   yes     known       configured  Established, End-of-RIB of  yes, for its families
 //	                                             every family it carries
 //	helping      yes     known       configured  ended gracefully; the ToR   yes, on the paths kept from the
@@ -570,27 +571,29 @@ func (m *Machine) settle(now time.Time) {
 	}
 
 	var fwd FIB
-	if phase == Forwarding || phase == Helping {
-		fwd = FIB{Ifindex: m.ifindex, Addr: m.tor}
-		if phase == Helping {
-			fwd.V4, fwd.V6 = m.preserves[IPv4] || m.eor[IPv4], m.preserves[IPv6] || m.eor[IPv6]
-		} else {
-			fwd.V4, fwd.V6 = m.families[IPv4], m.families[IPv6]
+	switch phase {
+	case Helping:
+		fwd = FIB{V4: m.preserves[IPv4] || m.eor[IPv4], V6: m.preserves[IPv6] || m.eor[IPv6]}
+	case Forwarding:
+		fwd = FIB{V4: m.families[IPv4], V6: m.families[IPv6]}
+	case Syncing:
+		fwd = FIB{V4: m.families[IPv4], V6: m.families[IPv6], Syncing: true}
+	}
+	if fwd.V4 && m.mac == nil {
+		fwd.V4 = false
+		if !m.warnedNoMAC {
+			m.warnedNoMAC = true
+			m.log.Warn("the ToR's MAC is not known yet; IPv4 routes wait for it (IPv6 routes do not)",
+				"hint", "the kernel is resolving it by neighbour solicitation")
 		}
-		if fwd.V4 && m.mac == nil {
-			fwd.V4 = false
-			if !m.warnedNoMAC {
-				m.warnedNoMAC = true
-				m.log.Warn("the ToR's MAC is not known yet; IPv4 routes wait for it (IPv6 routes do not)",
-					"hint", "the kernel is resolving it by neighbour solicitation")
-			}
-		}
+	}
+	if fwd.V4 || fwd.V6 {
+		fwd.Ifindex, fwd.Addr = m.ifindex, m.tor
 		if fwd.V4 {
 			fwd.MAC = cloneMAC(m.mac)
 		}
-		if !fwd.V4 && !fwd.V6 {
-			fwd = FIB{}
-		}
+	} else {
+		fwd = FIB{}
 	}
 	if !fwd.equal(m.applied.fwd) {
 		m.applied.fwd = fwd

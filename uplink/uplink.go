@@ -222,7 +222,11 @@ type Peer struct {
 // FIB is whether, and through which ToR, the uplink carries traffic of
 // each family: what the FIB is to hold of it.
 type FIB struct {
-	V4, V6  bool
+	V4, V6 bool
+	// Syncing: the ToR is still sending its table, so the uplink carries
+	// only what no other uplink reaches (at boot, everything it has sent
+	// so far; when the other ToR forwards, nothing it reaches).
+	Syncing bool
 	Ifindex int
 	// MAC is the ToR's, for the 169.254.0.1 neighbour entry IPv4 routes
 	// need; V4 is never set without it.
@@ -232,7 +236,8 @@ type FIB struct {
 }
 
 func (f FIB) equal(g FIB) bool {
-	return f.V4 == g.V4 && f.V6 == g.V6 && f.Ifindex == g.Ifindex && f.Addr == g.Addr && string(f.MAC) == string(g.MAC)
+	return f.V4 == g.V4 && f.V6 == g.V6 && f.Syncing == g.Syncing && f.Ifindex == g.Ifindex && f.Addr == g.Addr &&
+		string(f.MAC) == string(g.MAC)
 }
 
 // Actions are what the machine makes happen.

@@ -938,12 +938,15 @@ type Interface struct {
 	PfxFiltered   uint64                 `protobuf:"varint,11,opt,name=pfx_filtered,json=pfxFiltered,proto3" json:"pfx_filtered,omitempty"` // announcements refused by the [import] filter
 	// phase: no-carrier, discovering, connecting, syncing, forwarding or
 	// helping (see README, "Uplink states").
-	Phase          string `protobuf:"bytes,12,opt,name=phase,proto3" json:"phase,omitempty"`
-	PhaseAgeMsec   int64  `protobuf:"varint,13,opt,name=phase_age_msec,json=phaseAgeMsec,proto3" json:"phase_age_msec,omitempty"`
-	TorSource      string `protobuf:"bytes,14,opt,name=tor_source,json=torSource,proto3" json:"tor_source,omitempty"`                 // ra, kernel or config
-	MacSource      string `protobuf:"bytes,15,opt,name=mac_source,json=macSource,proto3" json:"mac_source,omitempty"`                 // ra (the RA's source link-layer option), kernel (neighbour solicitation)
-	Ipv4Forwarding bool   `protobuf:"varint,16,opt,name=ipv4_forwarding,json=ipv4Forwarding,proto3" json:"ipv4_forwarding,omitempty"` // IPv4 routes use the uplink now
-	Ipv6Forwarding bool   `protobuf:"varint,17,opt,name=ipv6_forwarding,json=ipv6Forwarding,proto3" json:"ipv6_forwarding,omitempty"`
+	Phase        string `protobuf:"bytes,12,opt,name=phase,proto3" json:"phase,omitempty"`
+	PhaseAgeMsec int64  `protobuf:"varint,13,opt,name=phase_age_msec,json=phaseAgeMsec,proto3" json:"phase_age_msec,omitempty"`
+	TorSource    string `protobuf:"bytes,14,opt,name=tor_source,json=torSource,proto3" json:"tor_source,omitempty"` // ra, kernel or config
+	MacSource    string `protobuf:"bytes,15,opt,name=mac_source,json=macSource,proto3" json:"mac_source,omitempty"` // ra (the RA's source link-layer option), kernel (neighbour solicitation)
+	// ipv4 and ipv6: how much of each family the uplink carries now:
+	// "ready" (its ToR can forward), "syncing" (its ToR is still sending its
+	// table: only what no other uplink reaches), "no".
+	Ipv4           string `protobuf:"bytes,16,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
+	Ipv6           string `protobuf:"bytes,17,opt,name=ipv6,proto3" json:"ipv6,omitempty"`
 	RefusedLoop    uint64 `protobuf:"varint,18,opt,name=refused_loop,json=refusedLoop,proto3" json:"refused_loop,omitempty"`          // announcements whose AS path held our AS, taken as withdraws
 	RefusedNexthop uint64 `protobuf:"varint,19,opt,name=refused_nexthop,json=refusedNexthop,proto3" json:"refused_nexthop,omitempty"` // announcements with another router's next hop, taken as withdraws
 	StaleMsec      int64  `protobuf:"varint,20,opt,name=stale_msec,json=staleMsec,proto3" json:"stale_msec,omitempty"`                // paths kept from an ended session are swept in this many ms; -1 when none
@@ -1086,18 +1089,18 @@ func (x *Interface) GetMacSource() string {
 	return ""
 }
 
-func (x *Interface) GetIpv4Forwarding() bool {
+func (x *Interface) GetIpv4() string {
 	if x != nil {
-		return x.Ipv4Forwarding
+		return x.Ipv4
 	}
-	return false
+	return ""
 }
 
-func (x *Interface) GetIpv6Forwarding() bool {
+func (x *Interface) GetIpv6() string {
 	if x != nil {
-		return x.Ipv6Forwarding
+		return x.Ipv6
 	}
-	return false
+	return ""
 }
 
 func (x *Interface) GetRefusedLoop() uint64 {
@@ -1281,7 +1284,7 @@ const file_fabricd_proto_rawDesc = "" +
 	"Interfaces\x125\n" +
 	"\n" +
 	"interfaces\x18\x01 \x03(\v2\x15.fabricd.v1.InterfaceR\n" +
-	"interfaces\"\x98\x05\n" +
+	"interfaces\"\xee\x04\n" +
 	"\tInterface\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\alink_up\x18\x02 \x01(\bR\x06linkUp\x12!\n" +
@@ -1301,9 +1304,9 @@ const file_fabricd_proto_rawDesc = "" +
 	"\n" +
 	"tor_source\x18\x0e \x01(\tR\ttorSource\x12\x1d\n" +
 	"\n" +
-	"mac_source\x18\x0f \x01(\tR\tmacSource\x12'\n" +
-	"\x0fipv4_forwarding\x18\x10 \x01(\bR\x0eipv4Forwarding\x12'\n" +
-	"\x0fipv6_forwarding\x18\x11 \x01(\bR\x0eipv6Forwarding\x12!\n" +
+	"mac_source\x18\x0f \x01(\tR\tmacSource\x12\x12\n" +
+	"\x04ipv4\x18\x10 \x01(\tR\x04ipv4\x12\x12\n" +
+	"\x04ipv6\x18\x11 \x01(\tR\x04ipv6\x12!\n" +
 	"\frefused_loop\x18\x12 \x01(\x04R\vrefusedLoop\x12'\n" +
 	"\x0frefused_nexthop\x18\x13 \x01(\x04R\x0erefusedNexthop\x12\x1d\n" +
 	"\n" +

@@ -165,7 +165,7 @@ func writeInterfaces(w io.Writer, ifs *fabricdpb.Interfaces) {
 		if i.GetLastRaAgeMsec() >= 0 {
 			age = (time.Duration(i.GetLastRaAgeMsec()) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(w, "  Session %s; forwarding IPv4 %s, IPv6 %s", i.GetSessionState(), yesNo(i.GetIpv4Forwarding()), yesNo(i.GetIpv6Forwarding()))
+		fmt.Fprintf(w, "  Session %s; carries IPv4: %s, IPv6: %s", i.GetSessionState(), i.GetIpv4(), i.GetIpv6())
 		if ms := i.GetStaleMsec(); ms >= 0 {
 			fmt.Fprintf(w, "; paths of the last session kept %s more", (time.Duration(ms) * time.Millisecond).Round(time.Second))
 		}
@@ -175,13 +175,6 @@ func writeInterfaces(w io.Writer, ifs *fabricdpb.Interfaces) {
 		fmt.Fprintf(w, "  Announcements refused: %d by [import], %d AS-path loops, %d third-party next hops\n",
 			i.GetPfxFiltered(), i.GetRefusedLoop(), i.GetRefusedNexthop())
 	}
-}
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
 }
 
 func dash(s string) string {
