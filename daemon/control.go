@@ -189,7 +189,14 @@ func (d *Daemon) takeSessions(ctx context.Context) {
 // with the paths of the next session.
 type bgpHandler Daemon
 
+// busyEvery: a table load is under way once this many routes arrived
+// (and tells the processor governor again every so many).
+const busyEvery = 1024
+
 func (h *bgpHandler) Route(id int, prefix netip.Prefix, asPathLen int, withdraw bool) {
+	if h.routes.Add(1)%busyEvery == 0 {
+		h.busy()
+	}
 	if withdraw {
 		h.rib.Withdraw(rib.Uplink(id), prefix)
 		return

@@ -40,6 +40,9 @@ type Options struct {
 	// APISocket, when set, overrides [api] socket (fabricd --socket), for
 	// every reload too.
 	APISocket string
+	// Busy, when set, is told whenever fabricd has work in hand (a table
+	// arriving, start-up), for the processor governor; it must be cheap.
+	Busy func()
 }
 
 // Daemon is one fabricd instance.
@@ -47,8 +50,11 @@ type Daemon struct {
 	log       *slog.Logger
 	level     *slog.LevelVar
 	apiSocket string
-	kernel    fib.Kernel
-	notifier  *systemd.Notifier
+	busy      func()
+	// routes counts received routes, to tell busy every busyEvery.
+	routes   atomic.Uint64
+	kernel   fib.Kernel
+	notifier *systemd.Notifier
 
 	rib     *rib.RIB
 	fib     *fib.Writer
@@ -109,8 +115,12 @@ func New(opts Options) *Daemon {
 	if opts.APISocket != "" {
 		cfg.API.Socket = opts.APISocket
 	}
+	if opts.Busy == nil {
+		opts.Busy = func() {}
+	}
 	d := &Daemon{
 		apiSocket:    opts.APISocket,
+		busy:         opts.Busy,
 		cfg:          cfg,
 		importFilter: cfg.Import,
 		log:          log,
@@ -164,6 +174,7 @@ func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 // the peers and removes what it installed in the kernel.
 func (d *Daemon) Run(ctx context.Context) error {
 	cfg := d.config()
+	d.busy() // start-up: the kernel's state is read, the FIB rebuilt
 	// The socket first: a second fabricd must fail before it touches the
 	// kernel.
 	apiListener, err := api.Listen(api.SocketConfig{Path: cfg.API.Socket, Group: cfg.API.Group})

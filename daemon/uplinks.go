@@ -64,14 +64,16 @@ type effects struct {
 	advertise bool
 	solicit   bool
 	resolve   []netip.Addr
+	interval  time.Duration
 }
 
-func (e *effects) SetPeer(p uplink.Peer)      { e.peer = &p }
-func (e *effects) SetFIB(f uplink.FIB)        { e.fib = &f }
-func (e *effects) SweepStale()                { e.sweep = true }
-func (e *effects) Advertise()                 { e.advertise = true }
-func (e *effects) Solicit()                   { e.solicit = true }
-func (e *effects) ResolveMAC(addr netip.Addr) { e.resolve = append(e.resolve, addr) }
+func (e *effects) SetPeer(p uplink.Peer)                { e.peer = &p }
+func (e *effects) SetFIB(f uplink.FIB)                  { e.fib = &f }
+func (e *effects) SweepStale()                          { e.sweep = true }
+func (e *effects) Advertise()                           { e.advertise = true }
+func (e *effects) Solicit()                             { e.solicit = true }
+func (e *effects) SetAdvertiseInterval(d time.Duration) { e.interval = d }
+func (e *effects) ResolveMAC(addr netip.Addr)           { e.resolve = append(e.resolve, addr) }
 
 // take returns the collected effects and forgets them.
 func (e *effects) take() effects {
@@ -223,6 +225,9 @@ func (d *Daemon) apply(ctx context.Context, u *uplinkRun) {
 		if k := d.rib.SweepStale(u.id, 0); k > 0 {
 			d.log.Info("dropped paths kept from an ended session", "interface", n.Interface, "paths", k)
 		}
+	}
+	if e.interval > 0 {
+		u.link.SetRAInterval(e.interval)
 	}
 	if e.advertise {
 		u.link.Advertise()

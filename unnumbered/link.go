@@ -52,6 +52,8 @@ type Link struct {
 	// advertise releases deferred RAs (Config.DeferAdvertisements).
 	advertise chan struct{}
 	running   atomic.Bool
+	// raInterval is the period of our RAs now (SetRAInterval).
+	raInterval atomic.Int64
 
 	mu     sync.Mutex
 	status Status
@@ -66,13 +68,23 @@ func NewLink(cfg Config) *Link {
 	if log == nil {
 		log = slog.Default().With("interface", cfg.Interface)
 	}
-	return &Link{
+	l := &Link{
 		cfg:       cfg,
 		log:       log,
 		sys:       netlinkSystem{},
 		solicit:   make(chan struct{}, 1),
 		advertise: make(chan struct{}, 1),
 		status:    Status{Interface: cfg.Interface},
+	}
+	l.raInterval.Store(int64(cfg.RAInterval))
+	return l
+}
+
+// SetRAInterval changes the period of our RAs from the next one on
+// (Config.RAInterval until then).
+func (l *Link) SetRAInterval(d time.Duration) {
+	if d > 0 {
+		l.raInterval.Store(int64(d))
 	}
 }
 
@@ -413,7 +425,7 @@ func (r *runner) sendRA(now time.Time) {
 		r.emit(r.ctx, Event{Kind: Advertised, Interface: r.l.cfg.Interface, Index: r.st.Index})
 	}
 	r.lastRA = now
-	iv := r.l.cfg.RAInterval
+	iv := time.Duration(r.l.raInterval.Load())
 	r.raDue = now.Add(time.Duration(float64(iv) * (1 - raJitter + 2*raJitter*rand.Float64())))
 }
 

@@ -96,8 +96,8 @@ type Status struct {
 	Interface string
 	LinkUp    bool
 	// MAC is the interface's own: a neighbour entry with it is ourselves.
-	MAC net.HardwareAddr
-	Neighbor  *Neighbor // nil when none
+	MAC      net.HardwareAddr
+	Neighbor *Neighbor // nil when none
 	// RAsReceived counts valid RAs from any source on this link, including
 	// those from a second router that were then ignored.
 	RAsReceived uint64

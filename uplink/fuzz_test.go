@@ -63,11 +63,12 @@ func (w *world) replacePeer() {
 	}
 	w.peer = w.wantPeer
 }
-func (w *world) SetFIB(f FIB)               { w.fib = f }
-func (w *world) SweepStale()                {}
-func (w *world) Advertise()                 {}
-func (w *world) Solicit()                   {}
-func (w *world) ResolveMAC(addr netip.Addr) {}
+func (w *world) SetFIB(f FIB)                       { w.fib = f }
+func (w *world) SweepStale()                        {}
+func (w *world) Advertise()                         {}
+func (w *world) Solicit()                           {}
+func (w *world) SetAdvertiseInterval(time.Duration) {}
+func (w *world) ResolveMAC(addr netip.Addr)         {}
 
 func (w *world) push(ev Event) {
 	w.pushed++

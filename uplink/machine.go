@@ -97,6 +97,12 @@ const (
 	// connect-retry timer. FRR connects within milliseconds of an RA that
 	// tells it our address.
 	activeAfter = time.Second
+	// Our RAs tell the ToR our address. While the uplink forwards the ToR
+	// knows it, and a ToR that restarts says so (its session ends, its RAs
+	// return), which makes us advertise at once: slow periodic RAs then
+	// only cost wakeups on both sides.
+	advertiseEvery        = 10 * time.Second
+	advertiseEveryWhileUp = time.Minute
 	// resolveEvery: how often the kernel is asked again for a ToR MAC it
 	// has not resolved.
 	resolveEvery = 2 * time.Second
@@ -156,8 +162,9 @@ type Machine struct {
 
 	// What was last handed to act: outputs change only on a difference.
 	applied struct {
-		peer Peer
-		fwd  FIB
+		peer     Peer
+		fwd      FIB
+		interval time.Duration
 	}
 	warnedNoMAC, warnedNoToR bool
 }
@@ -598,6 +605,14 @@ func (m *Machine) settle(now time.Time) {
 	if !fwd.equal(m.applied.fwd) {
 		m.applied.fwd = fwd
 		m.act.SetFIB(fwd)
+	}
+	interval := advertiseEvery
+	if phase.Forwards() {
+		interval = advertiseEveryWhileUp
+	}
+	if interval != m.applied.interval {
+		m.applied.interval = interval
+		m.act.SetAdvertiseInterval(interval)
 	}
 
 	if m.carrier && m.tor.IsValid() && m.mac == nil && m.resolveAt.IsZero() {

@@ -21,18 +21,19 @@ type fake struct {
 	adverts  int
 	solicits int
 	resolves []netip.Addr
+	interval time.Duration
 }
 
-func (f *fake) SetPeer(p Peer)             { f.peer = p; f.peers = append(f.peers, p) }
-func (f *fake) SetFIB(x FIB)               { f.fib = x; f.fibs = append(f.fibs, x) }
-func (f *fake) SweepStale()                { f.sweeps++ }
-func (f *fake) Advertise()                 { f.adverts++ }
-func (f *fake) Solicit()                   { f.solicits++ }
-func (f *fake) ResolveMAC(addr netip.Addr) { f.resolves = append(f.resolves, addr) }
-func (f *fake) reset()                     { *f = fake{peer: f.peer, fib: f.fib} }
-func quiet() *slog.Logger                  { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-func (f *fake) inFIB() bool                { return f.fib.V4 || f.fib.V6 }
-func (f *fake) lastPeer() (Peer, bool)     { return last(f.peers) }
+func (f *fake) SetPeer(p Peer)                       { f.peer = p; f.peers = append(f.peers, p) }
+func (f *fake) SetFIB(x FIB)                         { f.fib = x; f.fibs = append(f.fibs, x) }
+func (f *fake) SweepStale()                          { f.sweeps++ }
+func (f *fake) Advertise()                           { f.adverts++ }
+func (f *fake) Solicit()                             { f.solicits++ }
+func (f *fake) SetAdvertiseInterval(d time.Duration) { f.interval = d }
+func (f *fake) ResolveMAC(addr netip.Addr)           { f.resolves = append(f.resolves, addr) }
+func (f *fake) reset()                               { *f = fake{peer: f.peer, fib: f.fib, interval: f.interval} }
+func quiet() *slog.Logger                            { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func (f *fake) lastPeer() (Peer, bool)               { return last(f.peers) }
 func last[T any](s []T) (T, bool) {
 	var z T
 	if len(s) == 0 {
@@ -135,6 +136,13 @@ func TestTransitions(t *testing.T) {
 			t.Errorf("no fresh peer: %+v", r.f.peers)
 		}
 	}
+	raEvery := func(d time.Duration) check {
+		return func(t *testing.T, r *rig) {
+			if r.f.interval != d {
+				t.Errorf("RAs every %v, want %v", r.f.interval, d)
+			}
+		}
+	}
 	noPeerChange := func(t *testing.T, r *rig) {
 		if len(r.f.peers) != 0 {
 			t.Errorf("peer changed: %+v", r.f.peers)
@@ -199,7 +207,8 @@ func TestTransitions(t *testing.T) {
 			[]check{peerIs(netip.Addr{}, false)}},
 		// syncing
 		{"syncing: End-of-RIB of one family", Syncing, false, []Event{eor(1, IPv6)}, 0, Syncing, []check{lastResort}},
-		{"syncing: End-of-RIB of both", Syncing, false, []Event{eor(1, IPv4), eor(1, IPv6)}, 0, Forwarding, []check{fibIs(true, true)}},
+		{"syncing: End-of-RIB of both", Syncing, false, []Event{eor(1, IPv4), eor(1, IPv6)}, 0, Forwarding,
+			[]check{fibIs(true, true), raEvery(advertiseEveryWhileUp)}},
 		{"syncing: End-of-RIB of the only family", Syncing, false,
 			[]Event{lost(1, false), {Kind: Session, State: SessionEstablished, Epoch: 2, Families: [2]bool{true, false}}, eor(2, IPv4)},
 			0, Forwarding, []check{fibIs(true, false)}},
@@ -210,7 +219,7 @@ func TestTransitions(t *testing.T) {
 		{"forwarding: carrier down", Forwarding, false, []Event{carrierDown()}, 0, NoCarrier,
 			[]check{fibIs(false, false), peerIs(netip.Addr{}, false)}},
 		{"forwarding: session lost with a NOTIFICATION", Forwarding, true, []Event{lost(1, false)}, 0, Connecting,
-			[]check{fibIs(false, false), advertised}},
+			[]check{fibIs(false, false), advertised, raEvery(advertiseEvery)}},
 		{"forwarding: session lost gracefully, forwarding not preserved", Forwarding, false, []Event{lost(1, true)}, 0, Connecting,
 			[]check{fibIs(false, false)}},
 		{"forwarding: session lost gracefully, forwarding preserved", Forwarding, true, []Event{lost(1, true)}, 0, Helping,

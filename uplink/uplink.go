@@ -255,6 +255,8 @@ type Actions interface {
 	// Solicit sends a router solicitation now: the ToR answers with its
 	// RA.
 	Solicit()
+	// SetAdvertiseInterval sets the period of our RAs.
+	SetAdvertiseInterval(d time.Duration)
 	// ResolveMAC asks the kernel to resolve addr's MAC by neighbour
 	// solicitation; the answer comes back as NeighborSeen.
 	ResolveMAC(addr netip.Addr)

@@ -1,6 +1,13 @@
 // Command fabricd is a BGP routing daemon for servers in a pure-L3 fabric:
 // it peers with its ToR switches over IPv6 link-local (BGP unnumbered),
 // announces the server's prefixes and installs the fabric's routes.
+
+// The number of processors is set by fabricd (package procs), once and
+// then as work comes and goes: the runtime must not re-read the CPU
+// limits every second behind its back (Go 1.25's updatemaxprocs), which
+// also wakes an idle fabricd each time.
+//
+//go:debug updatemaxprocs=0
 package main
 
 import (
@@ -11,13 +18,16 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/fabricd/fabricd/config"
 	"github.com/fabricd/fabricd/daemon"
 	"github.com/fabricd/fabricd/fib"
 	"github.com/fabricd/fabricd/internal/journal"
+	"github.com/fabricd/fabricd/internal/procs"
 )
 
 // Exit statuses: 2 for a configuration the operator must fix, 1 for
@@ -75,7 +85,8 @@ func run() int {
 	}
 	defer kernel.Close()
 
-	d := daemon.New(daemon.Options{Config: cfg, Kernel: kernel, Logger: log, LogLevel: level, APISocket: *socket})
+	d := daemon.New(daemon.Options{Config: cfg, Kernel: kernel, Logger: log, LogLevel: level, APISocket: *socket,
+		Busy: governor().Busy})
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(signals)
@@ -92,6 +103,17 @@ func run() int {
 		return exitFailure
 	}
 	return 0
+}
+
+// governor runs fabricd on one processor while it idles and on up to
+// four while routes arrive; GOMAXPROCS in the environment, if set,
+// decides instead.
+func governor() *procs.Governor {
+	max := min(runtime.NumCPU(), 4)
+	if os.Getenv("GOMAXPROCS") != "" {
+		max = 1 // the runtime took it from the environment; leave it
+	}
+	return procs.New(max, 5*time.Second, runtime.GOMAXPROCS)
 }
 
 // logHandler logs to the journal by its native protocol when systemd
