@@ -172,10 +172,11 @@ func (t *tracker) hold() time.Duration {
 	if lt > 0 && (iv == 0 || lt >= iv) {
 		return lt
 	}
-	if iv == 0 {
-		iv = assumedPeerInterval
-	}
-	return 3 * iv
+	// Three intervals, but never less than three of the usual ones: the
+	// gaps seen first are often short (a router answering our
+	// solicitation, FRR's quick first RAs) and would make a ToR that
+	// advertises with lifetime 0 expire between two of its regular RAs.
+	return 3 * max(iv, assumedPeerInterval)
 }
 
 func (t *tracker) adopt(now time.Time, src netip.Addr, mac net.HardwareAddr, lifetime time.Duration) {

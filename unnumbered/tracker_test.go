@@ -152,9 +152,22 @@ func TestTracker(t *testing.T) {
 			name: "lifetime 0 expires after 3 intervals",
 			steps: []trStep{
 				ra(0, tor1, mac1, 0, raUp, tor1, mac1),
+				ra(12*s, tor1, mac1, 0, raRefresh, tor1, mac1),
+				expire(47900*time.Millisecond, false, tor1, mac1),
+				expire(48*s, true, "", ""),
+			},
+		},
+		{
+			// FRR answers a solicitation at once and sends its first RAs a
+			// second apart: short gaps must not make it expire before its
+			// regular RAs (every 5-10 s) come.
+			name: "lifetime 0 after quick first RAs expires after 3 usual intervals",
+			steps: []trStep{
+				ra(0, tor1, mac1, 0, raUp, tor1, mac1),
+				ra(1*s, tor1, mac1, 0, raRefresh, tor1, mac1),
 				ra(2*s, tor1, mac1, 0, raRefresh, tor1, mac1),
-				expire(7900*time.Millisecond, false, tor1, mac1),
-				expire(8*s, true, "", ""),
+				expire(31*s, false, tor1, mac1),
+				expire(32*s, true, "", ""),
 			},
 		},
 		{
@@ -171,7 +184,7 @@ func TestTracker(t *testing.T) {
 				ra(0, tor1, mac1, 3*s, raUp, tor1, mac1),
 				ra(5*s, tor1, mac1, 3*s, raRefresh, tor1, mac1),
 				expire(9*s, false, tor1, mac1),
-				expire(20*s, true, "", ""),
+				expire(35*s, true, "", ""),
 			},
 		},
 		{
