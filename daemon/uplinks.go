@@ -54,9 +54,11 @@ func (d *Daemon) uplinkStatuses() []uplinkStatus {
 }
 
 // effects collects what a machine asks for while it handles one event, so
-// that it happens afterwards in a fixed order: the BGP peer first (our RA
-// must not make the ToR connect before the peer exists to accept it),
-// then the FIB, then the rest.
+// that it happens afterwards in a fixed order: the FIB first (traffic
+// leaves a ToR that lost its session at once, not after GoBGP has replaced
+// the peer, which takes hundreds of milliseconds when many things happen
+// at once), then the BGP peer (before our RA: the ToR must not connect
+// before the peer exists to accept it), then the rest.
 type effects struct {
 	peer      *uplink.Peer
 	fib       *uplink.FIB
@@ -199,7 +201,7 @@ func (d *Daemon) handle(ctx context.Context, u *uplinkRun, ev uplink.Event) {
 	d.apply(ctx, u)
 }
 
-// apply carries out u's collected effects, peer first.
+// apply carries out u's collected effects, FIB first.
 func (d *Daemon) apply(ctx context.Context, u *uplinkRun) {
 	e := u.effects.take()
 	st := u.machine.Status()
@@ -210,15 +212,15 @@ func (d *Daemon) apply(ctx context.Context, u *uplinkRun) {
 		d.ifindexes[st.Ifindex] = u.id
 	}
 	d.mu.Unlock()
-	if e.peer != nil {
-		if err := d.speaker.SetPeer(ctx, int(u.id), *e.peer, n); err != nil {
-			d.log.Error("configuring BGP peer", "interface", n.Interface, "err", err)
-		}
-	}
 	if e.fib != nil {
 		f := fib.Forwarding{V4: e.fib.V4, V6: e.fib.V6, Syncing: e.fib.Syncing, Ifindex: e.fib.Ifindex, MAC: e.fib.MAC, LL: e.fib.Addr}
 		if err := d.fib.SetForwarding(ctx, u.id, n.Interface, f); err != nil {
 			return // stopping
+		}
+	}
+	if e.peer != nil {
+		if err := d.speaker.SetPeer(ctx, int(u.id), *e.peer, n); err != nil {
+			d.log.Error("configuring BGP peer", "interface", n.Interface, "err", err)
 		}
 	}
 	if e.sweep {

@@ -35,7 +35,7 @@ type fakeKernel struct {
 	noCarrier map[int]bool
 	// neighborErr fails SetNeighbor.
 	neighborErr error
-	fail      map[netip.Prefix]error
+	fail        map[netip.Prefix]error
 }
 
 func newFakeKernel(objects bool) *fakeKernel {

@@ -203,8 +203,14 @@ func (m *Machine) Handle(ev Event, now time.Time) {
 	case Advertised:
 		m.onAdvertised(now)
 	case ToRSilent:
-		if ev.Addr == m.tor {
-			m.log.Warn("the ToR's router advertisements stopped; keeping its session while BGP holds", "address", ev.Addr)
+		// Without carrier the RAs stop with everything else, and the
+		// carrier loss has been handled.
+		if ev.Addr == m.tor && m.carrier {
+			if !m.established.IsZero() {
+				m.log.Warn("the ToR's router advertisements stopped; keeping its session while BGP holds", "address", ev.Addr)
+			} else {
+				m.log.Info("the ToR's router advertisements stopped", "address", ev.Addr)
+			}
 			// Perhaps only RAs got lost: ask.
 			m.act.Solicit()
 		}

@@ -126,6 +126,13 @@ func TestTransitions(t *testing.T) {
 			t.Errorf("no RA sent")
 		}
 	}
+	solicited := func(want bool) check {
+		return func(t *testing.T, r *rig) {
+			if (r.f.solicits > 0) != want {
+				t.Errorf("%d router solicitations sent, want any: %v", r.f.solicits, want)
+			}
+		}
+	}
 	swept := func(t *testing.T, r *rig) {
 		if r.f.sweeps == 0 {
 			t.Errorf("stale paths not swept")
@@ -231,7 +238,9 @@ func TestTransitions(t *testing.T) {
 				}
 			}}},
 		{"forwarding: RA stops, session stays", Forwarding, false, []Event{{Kind: ToRSilent, Addr: torLL}}, 0, Forwarding,
-			[]check{fibIs(true, true), noPeerChange}},
+			[]check{fibIs(true, true), noPeerChange, solicited(true)}},
+		{"no-carrier: RAs stopping with the carrier change nothing", Forwarding, false,
+			[]Event{carrierDown(), {Kind: ToRSilent, Addr: torLL}}, 0, NoCarrier, []check{solicited(false)}},
 		{"forwarding: stale timer after a lost session sweeps", Forwarding, false, []Event{lost(1, false)}, cfg.RestartTime, Connecting,
 			[]check{swept}},
 		// helping

@@ -275,15 +275,15 @@ func testStart(ctx context.Context, t *testing.T, e *env) {
 	if out, err := e.c.exec(ctx, nil, "stat", "-c", "%a %U:%G", "/run/fabricd/fabricd.sock"); err != nil || strings.TrimSpace(out) != "660 root:adm" {
 		t.Errorf("API socket: %q %v, want 660 root:adm", out, err)
 	}
-	if status := e.c.show(ctx, "fabricd.service", "StatusText"); !strings.Contains(status, "BGP sessions established") {
+	if status := e.c.show(ctx, "fabricd.service", "StatusText"); !strings.Contains(status, "uplinks forwarding") {
 		t.Errorf("no STATUS= with READY=1: %q", status)
 	}
 	t.Logf("systemctl start took %v", took.Round(time.Millisecond))
 	waitEstablished(ctx, t, e)
 	established := time.Since(begin)
-	waitStatus(ctx, t, e, "1 of 1 BGP sessions established")
+	waitStatus(ctx, t, e, "1 of 1 uplinks forwarding")
 	out, _ := e.c.systemctl(ctx, "status", "fabricd.service")
-	if !regexp.MustCompile(`Status: "1 of 1 BGP sessions established, \d+ routes installed"`).MatchString(out) {
+	if !regexp.MustCompile(`Status: "1 of 1 uplinks forwarding, \d+ routes installed"`).MatchString(out) {
 		t.Errorf("systemctl status shows no STATUS line:\n%s", out)
 	}
 	t.Logf("session Established at the ToR %v after systemctl start; systemctl status:\n%s", established.Round(time.Millisecond), out)
@@ -337,7 +337,7 @@ func testRestart(ctx context.Context, t *testing.T, e *env) {
 			return
 		}
 		waitEstablished(ctx, t, e)
-		waitStatus(ctx, t, e, "1 of 1 BGP sessions established")
+		waitStatus(ctx, t, e, "1 of 1 uplinks forwarding")
 	})
 	if got := e.c.show(ctx, "fabricd.service", "MainPID"); got == pid {
 		t.Errorf("systemctl restart did not replace fabricd (pid %s)", pid)
@@ -373,7 +373,7 @@ func testWatchdog(ctx context.Context, t *testing.T, e *env) {
 		}
 		took = time.Since(begin)
 		waitEstablished(ctx, t, e)
-		waitStatus(ctx, t, e, "1 of 1 BGP sessions established")
+		waitStatus(ctx, t, e, "1 of 1 uplinks forwarding")
 	})
 	j := e.c.journal(ctx, "fabricd.service")
 	if !strings.Contains(j, "Watchdog timeout") {
@@ -430,7 +430,7 @@ func testWaitOnline(ctx context.Context, t *testing.T, e *env) {
 	if st := e.c.show(ctx, "fabricd.service", "ActiveState"); st != "active" {
 		t.Errorf("fabricd is %s", st)
 	}
-	waitStatus(ctx, t, e, "1 of 1 BGP sessions established")
+	waitStatus(ctx, t, e, "1 of 1 uplinks forwarding")
 }
 
 func testUpgrade(ctx context.Context, t *testing.T, e *env) {
@@ -448,7 +448,7 @@ func testUpgrade(ctx context.Context, t *testing.T, e *env) {
 			return
 		}
 		waitEstablished(ctx, t, e)
-		waitStatus(ctx, t, e, "1 of 1 BGP sessions established")
+		waitStatus(ctx, t, e, "1 of 1 uplinks forwarding")
 	})
 	if v, _ := e.c.exec(ctx, nil, "dpkg-query", "-W", "-f", "${Version}", "fabricd"); v != "0.0.1~e2e2" {
 		t.Errorf("installed version %q after the upgrade", v)

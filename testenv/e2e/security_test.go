@@ -112,7 +112,7 @@ func TestNDGarbageIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(fmt.Sprintf(`(?m)^ens3 .* \d+/%d/\d+, \d+$`, after.RAsIgnored)).MatchString(out) {
+	if !regexp.MustCompile(fmt.Sprintf(`(?m)^  RAs received \d+ \(ignored %d,`, after.RAsIgnored)).MatchString(out) {
 		t.Errorf("show interface does not show %d ignored:\n%s", after.RAsIgnored, out)
 	}
 	t.Logf("show interface:\n%s", out)
@@ -366,7 +366,7 @@ allow = [
 		t.Fatal(err)
 	}
 	t.Logf("show interface on c3:\n%s", text)
-	if !regexp.MustCompile(fmt.Sprintf(`(?m)^ens3 .*Established\s+%d\s`, after.PfxFiltered)).MatchString(text) {
+	if !regexp.MustCompile(fmt.Sprintf(`(?m)^  Announcements refused: %d by \[import\],`, after.PfxFiltered)).MatchString(text) {
 		t.Errorf("show interface does not show %d filtered:\n%s", after.PfxFiltered, text)
 	}
 	m, err := scrape(ctx, c3)
