@@ -299,8 +299,8 @@ func TestToRLogFollowsSessions(t *testing.T) {
 	}
 
 	for _, bad := range []string{
-		"%ADJCHANGE: neighbor swp1(c1) in vrf default Up",                         // no timestamp
-		"2026/12/01 21:59:24.866668 BGP: %ADJCHANGE: neighbor swp1(c1) Up",        // no vrf
+		"%ADJCHANGE: neighbor swp1(c1) in vrf default Up",                          // no timestamp
+		"2026/12/01 21:59:24.866668 BGP: %ADJCHANGE: neighbor swp1(c1) Up",         // no vrf
 		"2026/12/01 21:59:24.866668 BGP: %ADJCHANGE: neighbor swp1 in vrf default", // no state
 	} {
 		if _, _, _, ok := parseAdjChange(bad); ok {
