@@ -208,6 +208,9 @@ func detailRows(t Timing) []row {
 		return func(r []*Sample) string { return scalarCell(r, f, func(v float64) string { return fmtNum(v, 0) }) }
 	}
 	return []row{
+		{"bring-up: first daemon start → \"fabricd is up\" (its log), median / last", func(r []*Sample) string {
+			return distCell(r, func(s *Sample) []float64 { return s.DaemonUp }, fmtMs)
+		}},
 		{"bring-up: first daemon start → the ToRs' sessions Established (ToR logs), median / last", func(r []*Sample) string {
 			return distCell(r, func(s *Sample) []float64 { return s.SessionsUp }, fmtMs)
 		}},
@@ -240,7 +243,7 @@ func detailRows(t Timing) []row {
 		{"frozen ToR: SIGCONT → its sessions Established, median / last", func(r []*Sample) string {
 			return distCell(r, disturbanceOf(ToRFreeze, func(d *Disturbance) []float64 { return d.Sessions }), fmtMs)
 		}},
-		{"ports down: traffic off the ToR, median / max · flood while down", func(r []*Sample) string {
+		{"ports down: the server's carrier lost → traffic off the ToR, median / max · flood while down", func(r []*Sample) string {
 			return distCell(r, disturbanceOf(ToRPortsDown, func(d *Disturbance) []float64 { return d.Failover }), fmtMs) +
 				" · " + lossCell(r, lossOf(ToRPortsDown, func(d *Disturbance) Loss { return d.During }))
 		}},
@@ -414,6 +417,9 @@ func (r *Results) samplesMarkdown() string {
 	for _, s := range r.Samples {
 		fmt.Fprintf(&b, "**N=%d, %v, run %d** (lab %s, built in %v):\n\n", s.N, s.Role, s.Run, s.LabPrefix, s.Build.Round(time.Second))
 		fmt.Fprintf(&b, "- bring-up: %s\n", joinMs(s.BringUp))
+		if s.Role == testenv.RoleFabricd {
+			fmt.Fprintf(&b, "- \"fabricd is up\": %s\n", joinMs(s.DaemonUp))
+		}
 		fmt.Fprintf(&b, "- sessions Established at bring-up (tor, then tor2): %s\n", joinMs(s.SessionsUp))
 		fmt.Fprintf(&b, "- RSS (MB): %s\n- PSS (MB): %s\n", joinNum(s.RSS, 1), joinNum(s.PSS, 1))
 		fmt.Fprintf(&b, "- idle CPU (%% of one CPU, over %v): %s\n", s.Idle.Round(time.Millisecond), joinNum(s.CPUPerServer, 3))

@@ -53,8 +53,9 @@ type Disturbance struct {
 	// Degraded: the fabric had not recovered from the previous disturbance
 	// when this one began.
 	Degraded bool
-	// Failover: from the disturbance's start (the signal, the ports down) until
-	// the server's kernel routes nothing through the ToR.
+	// Failover: from the disturbance's start (the signal) until the server's
+	// kernel routes nothing through the ToR; ToRPortsDown: from the server's
+	// own carrier loss (the ports go down one after the other).
 	Failover []float64
 	// Listen (ToRKill): from the restart of the killed ToR's FRR until its
 	// bgpd listens on port 179.
@@ -94,6 +95,9 @@ type Sample struct {
 	// BringUpFlaps counts the times a server lost full ECMP again during the
 	// bring-up and the settle time.
 	BringUpFlaps int
+	// DaemonUp (fabricd): per server, from the first daemon start until its
+	// log says "fabricd is up" (ms; NaN for FRR).
+	DaemonUp []float64
 	// SessionsUp: per ToR session (tor's, then tor2's, in server order), from
 	// the first daemon start until the ToR logged it Established (ms).
 	SessionsUp []float64

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -178,12 +179,13 @@ type labRun struct {
 	tors    []*testenv.Router
 	s       *Sample
 
-	mons  []*nlmon.Monitor
-	full  []*nlmon.Tracker   // per server: every other server's prefixes over both uplinks
-	off   [][]*nlmon.Tracker // per server, per ToR: no route through that ToR's uplink
-	logs  []*torLog          // per ToR
-	flood *probe.Probe
-	procs []procID // every daemon process the run started, for the teardown check
+	mons    []*nlmon.Monitor
+	full    []*nlmon.Tracker   // per server: every other server's prefixes over both uplinks
+	off     [][]*nlmon.Tracker // per server, per ToR: no route through that ToR's uplink
+	carrier [][]*nlmon.Tracker // per server, per ToR: the uplink has carrier
+	logs    []*torLog          // per ToR
+	flood   *probe.Probe
+	procs   []procID // every daemon process the run started, for the teardown check
 	// launched are the server daemons as started, to notice one that died.
 	launched [][]procID
 
@@ -392,11 +394,13 @@ func (r *labRun) prepare(ctx context.Context) error {
 			}
 			return true
 		}))
-		var offs []*nlmon.Tracker
+		var offs, carriers []*nlmon.Tracker
 		for _, up := range ups {
 			offs = append(offs, mon.Track(srv.Name()+" nothing via "+up, func(f *nlmon.FIB) bool { return f.Using(up) == 0 }))
+			carriers = append(carriers, mon.Track(srv.Name()+" "+up+" has carrier", func(f *nlmon.FIB) bool { return f.Carrier(up) }))
 		}
 		r.off = append(r.off, offs)
+		r.carrier = append(r.carrier, carriers)
 	}
 	for _, t := range r.tors {
 		var ports []string
@@ -467,6 +471,18 @@ func (r *labRun) bringUpFigures(t0 time.Time) {
 		h := t.History()
 		r.s.BringUp = append(r.s.BringUp, since(t0, lastBecameTrue(h, t0)))
 		r.s.BringUpFlaps += lostAgain(h, t0, time.Now())
+	}
+	for _, srv := range r.servers {
+		up := never
+		if r.role == testenv.RoleFabricd {
+			b, err := os.ReadFile(srv.LogPath())
+			if at, ok := fabricdUpAt(string(b)); err == nil && ok {
+				up = since(t0, at)
+			}
+		} else {
+			up = math.NaN()
+		}
+		r.s.DaemonUp = append(r.s.DaemonUp, up)
 	}
 	for _, l := range r.logs {
 		l.poll()
@@ -842,7 +858,20 @@ func (r *labRun) portsDown(ctx context.Context, t int, d *Disturbance) (start, u
 	if err != nil {
 		return span.Start, span.End, span.End, err
 	}
-	d.Failover = r.failoverTimes(t, span.Start, span.End)
+	// The ports go down one after the other, a few milliseconds apart: each
+	// server's failover counts from its own carrier loss.
+	for i, tr := range r.offTrackers(t) {
+		lost := becameFalse(r.carrier[i][t].History(), span.Start)
+		off := becameTrue(tr.History(), span.Start)
+		switch {
+		case lost.IsZero() || lost.After(span.End):
+			d.Failover = append(d.Failover, math.NaN()) // its carrier never went
+		case off.IsZero() || off.After(span.End):
+			d.Failover = append(d.Failover, never)
+		default:
+			d.Failover = append(d.Failover, max(0, ms(off.Sub(lost))))
+		}
+	}
 	if err := r.waitHealthy(ctx, span.End); err != nil {
 		return span.Start, span.End, span.End, err
 	}

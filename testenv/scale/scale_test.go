@@ -196,6 +196,12 @@ func TestTrackerHistoryReadings(t *testing.T) {
 	if got := lastBecameTrue(h[:3], at(0)); !got.IsZero() {
 		t.Errorf("lastBecameTrue of a condition false at the end = %v", got)
 	}
+	if got := becameFalse(h, at(3)); !got.Equal(at(5)) {
+		t.Errorf("becameFalse after 3 s = %v, want 5 s", got.Sub(base))
+	}
+	if got := becameFalse(h, at(0)); !got.Equal(at(0)) {
+		t.Errorf("becameFalse while false = %v, want the moment asked", got.Sub(base))
+	}
 	if n := lostAgain(h, at(0), at(10)); n != 1 {
 		t.Errorf("lostAgain = %d, want 1", n)
 	}
@@ -306,6 +312,20 @@ func TestToRLogFollowsSessions(t *testing.T) {
 		if _, _, _, ok := parseAdjChange(bad); ok {
 			t.Errorf("parsed %q", bad)
 		}
+	}
+}
+
+func TestFabricdUpAt(t *testing.T) {
+	log := `time=2026-12-01T22:49:18.700Z level=INFO msg="reading config" path=/x
+time=2026-12-01T22:49:18.760Z level=INFO msg="fabricd is up" asn=65107 router_id=10.0.0.7 derived="" uplinks=2 announced=2
+time=2026-12-01T22:49:19.000Z level=INFO msg="fabricd is up" asn=65107
+`
+	at, ok := fabricdUpAt(log)
+	if !ok || !at.Equal(time.Date(2026, 12, 1, 22, 49, 18, 760e6, time.UTC)) {
+		t.Errorf("fabricdUpAt = %v, %v; want the first such line, 22:49:18.760", at, ok)
+	}
+	if _, ok := fabricdUpAt("time=2026-12-01T22:49:18.700Z level=INFO msg=\"starting\"\n"); ok {
+		t.Error("found in a log without the line")
 	}
 }
 

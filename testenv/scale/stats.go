@@ -78,6 +78,15 @@ func becameTrue(history []nlmon.Transition, t time.Time) time.Time {
 	return time.Time{}
 }
 
+// becameFalse returns when a tracked condition was first false at or after t.
+func becameFalse(history []nlmon.Transition, t time.Time) time.Time {
+	inverted := make([]nlmon.Transition, len(history))
+	for i, tr := range history {
+		inverted[i] = nlmon.Transition{At: tr.At, On: !tr.On}
+	}
+	return becameTrue(inverted, t)
+}
+
 // lastBecameTrue returns when a condition that holds at the end of history
 // last became true (not before t); zero if it does not hold at the end. It is
 // the time a server reached full ECMP for good during bring-up.

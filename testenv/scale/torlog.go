@@ -13,6 +13,27 @@ import (
 // local time.
 const frrTimeLayout = "2006/01/02 15:04:05.000000"
 
+// fabricdUpAt returns the time of the first "fabricd is up" line of a fabricd
+// log (log/slog's text format, millisecond stamps).
+func fabricdUpAt(log string) (time.Time, bool) {
+	for line := range strings.SplitSeq(log, "\n") {
+		if !strings.Contains(line, `msg="fabricd is up"`) {
+			continue
+		}
+		v, ok := strings.CutPrefix(line, "time=")
+		if !ok {
+			continue
+		}
+		if i := strings.IndexByte(v, ' '); i > 0 {
+			v = v[:i]
+		}
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
 // parseAdjChange decodes FRR's session log line, `2026/12/01 21:59:24.866668
 // BGP: [H4B4J-DCW2R] %ADJCHANGE: neighbor swp1(c1) in vrf default Up` (or
 // `... Down Peer closed the session`): when, which neighbor, up or down.
