@@ -214,6 +214,20 @@ func detailRows(t Timing) []row {
 		{"bring-up: first daemon start → the ToRs' sessions Established (ToR logs), median / last", func(r []*Sample) string {
 			return distCell(r, func(s *Sample) []float64 { return s.SessionsUp }, fmtMs)
 		}},
+		{"bring-up: CPU time per server until the last server's full ECMP, median / max (all servers)", func(r []*Sample) string {
+			sec := func(v float64) string { return fmtNum(v, 2) + " s" }
+			return distCell(r, func(s *Sample) []float64 { return s.BringUpCPU }, sec) + " (" +
+				scalarCell(r, func(s *Sample) float64 {
+					if s.BringUpCPU == nil {
+						return math.NaN()
+					}
+					sum := 0.0
+					for _, v := range s.BringUpCPU {
+						sum += v
+					}
+					return sum
+				}, sec) + ")"
+		}},
 		{"bring-up: times a server lost full ECMP again before the idle window", count(func(s *Sample) float64 { return float64(s.BringUpFlaps) })},
 		{"idle RSS per server by daemon, median (MB)", daemonRSSCell},
 		{"idle CPU per server, median / max (% of one CPU)", func(r []*Sample) string {
@@ -421,6 +435,7 @@ func (r *Results) samplesMarkdown() string {
 			fmt.Fprintf(&b, "- \"fabricd is up\": %s\n", joinMs(s.DaemonUp))
 		}
 		fmt.Fprintf(&b, "- sessions Established at bring-up (tor, then tor2): %s\n", joinMs(s.SessionsUp))
+		fmt.Fprintf(&b, "- bring-up CPU (s): %s\n", joinNum(s.BringUpCPU, 2))
 		fmt.Fprintf(&b, "- RSS (MB): %s\n- PSS (MB): %s\n", joinNum(s.RSS, 1), joinNum(s.PSS, 1))
 		fmt.Fprintf(&b, "- idle CPU (%% of one CPU, over %v): %s\n", s.Idle.Round(time.Millisecond), joinNum(s.CPUPerServer, 3))
 		fmt.Fprintf(&b, "- wakeups per minute: %s\n", joinNum(s.Wakeups, 0))

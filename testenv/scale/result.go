@@ -95,6 +95,9 @@ type Sample struct {
 	// BringUpFlaps counts the times a server lost full ECMP again during the
 	// bring-up and the settle time.
 	BringUpFlaps int
+	// BringUpCPU: per server, the CPU time its daemons used from their start
+	// until every server had full ECMP (or the bring-up bound), in seconds.
+	BringUpCPU []float64
 	// DaemonUp (fabricd): per server, from the first daemon start until its
 	// log says "fabricd is up" (ms; NaN for FRR).
 	DaemonUp []float64

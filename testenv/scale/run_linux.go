@@ -448,7 +448,7 @@ func (r *labRun) bringUp(ctx context.Context) (time.Time, error) {
 	for !allOn(r.full) {
 		if time.Since(t0) > r.cfg.Timing.BringUp {
 			r.logf("bring-up: %d of %d servers without full ECMP after %v", len(r.full)-countOn(r.full), len(r.full), r.cfg.Timing.BringUp)
-			return t0, nil
+			return t0, r.bringUpCPU()
 		}
 		if time.Since(lastCheck) > time.Second {
 			lastCheck = time.Now()
@@ -461,7 +461,24 @@ func (r *labRun) bringUp(ctx context.Context) (time.Time, error) {
 		}
 	}
 	r.logf("bring-up: every server has full ECMP %v after the first start", time.Since(t0).Round(time.Millisecond))
-	return t0, nil
+	return t0, r.bringUpCPU()
+}
+
+// bringUpCPU reads the CPU time every server's daemons have used since they
+// started.
+func (r *labRun) bringUpCPU() error {
+	for i, ids := range r.launched {
+		var ticks uint64
+		for _, id := range ids {
+			c, err := readCPU(id.PID)
+			if err != nil {
+				return fmt.Errorf("bring-up CPU of %s: %w", r.servers[i].Name(), err)
+			}
+			ticks += c.Ticks
+		}
+		r.s.BringUpCPU = append(r.s.BringUpCPU, float64(ticks)/userHZ)
+	}
+	return nil
 }
 
 // bringUpFigures reads the bring-up times off the trackers and the ToR logs,

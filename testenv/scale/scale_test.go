@@ -364,9 +364,10 @@ func TestFormatting(t *testing.T) {
 func sample(role testenv.Role, run int, failover []float64, lost int) *Sample {
 	return &Sample{
 		Role: role, N: len(failover), Run: run,
-		Launch:  time.Duration(run) * time.Second,
-		BringUp: []float64{1000, 2000, 3000}[:len(failover)],
-		RSS:     []float64{30, 34, 32}[:len(failover)], PSS: []float64{20, 21, 22}[:len(failover)],
+		Launch:     time.Duration(run) * time.Second,
+		BringUp:    []float64{1000, 2000, 3000}[:len(failover)],
+		BringUpCPU: []float64{0.5, 0.25, 0.75}[:len(failover)],
+		RSS:        []float64{30, 34, 32}[:len(failover)], PSS: []float64{20, 21, 22}[:len(failover)],
 		RSSByDaemon: map[string][]float64{"fabricd": {30, 34, 32}},
 		CPU:         float64(run), Wakeups: []float64{600, 900, 700}[:len(failover)],
 		Flows: []string{"c1 → c2 (requests via ens3)"},
@@ -429,6 +430,9 @@ func TestReportTables(t *testing.T) {
 	}
 	if got := strings.TrimSpace(strings.Split(find("  launching"), "|")[3]); got != "2.0 s" {
 		t.Errorf("fabricd launch cell = %q, want the median of 1, 2, 3 s", got)
+	}
+	if got := strings.TrimSpace(strings.Split(find("bring-up: CPU time"), "|")[3]); got != "0.50 s / 0.75 s (1.50 s)" {
+		t.Errorf("fabricd bring-up CPU cell = %q", got)
 	}
 	if !strings.Contains(find("idle RSS per server by daemon"), "fabricd 32.0") {
 		t.Errorf("per-daemon RSS missing: %s", find("idle RSS per server by daemon"))
