@@ -400,6 +400,15 @@ func (r *Results) Markdown() string {
 	return b.String()
 }
 
+// stamp is a moment as the daemons' logs write it (UTC, milliseconds), to
+// find it in them; "–" for none.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "–"
+	}
+	return t.UTC().Format("15:04:05.000")
+}
+
 // joinMs lists per-server times.
 func joinMs(xs []float64) string {
 	parts := make([]string, len(xs))
@@ -430,7 +439,7 @@ func (r *Results) samplesMarkdown() string {
 	b.WriteString("<details><summary>Every run, server by server (times in ms, servers c1, c2, ... in order)</summary>\n\n")
 	for _, s := range r.Samples {
 		fmt.Fprintf(&b, "**N=%d, %v, run %d** (lab %s, built in %v):\n\n", s.N, s.Role, s.Run, s.LabPrefix, s.Build.Round(time.Second))
-		fmt.Fprintf(&b, "- bring-up: %s\n", joinMs(s.BringUp))
+		fmt.Fprintf(&b, "- bring-up (from %s): %s\n", stamp(s.Start), joinMs(s.BringUp))
 		if s.Role == testenv.RoleFabricd {
 			fmt.Fprintf(&b, "- \"fabricd is up\": %s\n", joinMs(s.DaemonUp))
 		}
@@ -441,8 +450,8 @@ func (r *Results) samplesMarkdown() string {
 		fmt.Fprintf(&b, "- wakeups per minute: %s\n", joinNum(s.Wakeups, 0))
 		fmt.Fprintf(&b, "- flood flows: %s; %s before the first disturbance\n", strings.Join(s.Flows, ", "), fmtLoss(s.Baseline))
 		for _, d := range s.Disturbances {
-			fmt.Fprintf(&b, "- %v (%s)%s: failover %s; recovery %s; sessions %s; flood during %s, after %s",
-				d.Kind, d.ToR, map[bool]string{true: " on a degraded fabric", false: ""}[d.Degraded],
+			fmt.Fprintf(&b, "- %v (%s; %s → %s, recovery from %s)%s: failover %s; recovery %s; sessions %s; flood during %s, after %s",
+				d.Kind, d.ToR, stamp(d.Start), stamp(d.End), stamp(d.Ref), map[bool]string{true: " on a degraded fabric", false: ""}[d.Degraded],
 				joinMs(d.Failover), joinMs(d.Recovery), joinMs(d.Sessions), fmtLoss(d.During), fmtLoss(d.After))
 			if d.Kind == ToRKill {
 				fmt.Fprintf(&b, "; restart → listening %s", fmtMs(d.Listen))

@@ -74,6 +74,11 @@ type Disturbance struct {
 	// disturbance (or the end of the flood).
 	During, After Loss
 	Err           string
+	// Start, End and Ref are the disturbance's start (the kill, the SIGSTOP,
+	// the ports down), its end (the restart, the SIGCONT, the ports up) and the
+	// reference moment of Recovery (bgpd listening, SIGCONT, ports up), for
+	// reading the daemons' logs next to the figures.
+	Start, End, Ref time.Time
 }
 
 // Sample is everything one run of one server role at one size measured, in one
@@ -88,6 +93,8 @@ type Sample struct {
 
 	// Launch is how long starting every server's daemon(s) took (RoleFRR:
 	// until each daemon answers vtysh).
+	// Start is the first daemon start, the origin of the bring-up figures.
+	Start  time.Time
 	Launch time.Duration
 	// BringUp: per server, from the first daemon start to the moment it had
 	// full ECMP for good (ms).

@@ -286,6 +286,7 @@ func (r *labRun) measure(ctx context.Context) error {
 				return ctx.Err()
 			}
 		}
+		d.Start, d.End, d.Ref = w.start, w.mid, w.ref
 		r.s.Disturbances = append(r.s.Disturbances, d)
 		wins = append(wins, w)
 		if err := sleepCtx(ctx, r.cfg.Timing.Quiet); err != nil {
@@ -426,6 +427,7 @@ func withLogLevel(conf, level string) (string, error) {
 // server's full ECMP. It returns the moment the first daemon started.
 func (r *labRun) bringUp(ctx context.Context) (time.Time, error) {
 	t0 := time.Now()
+	r.s.Start = t0
 	err := r.lab.StartServers(ctx)
 	r.s.Launch = time.Since(t0)
 	if err != nil {
