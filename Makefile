@@ -98,7 +98,7 @@ bench: deps build
 # dual-homed servers, fabricd on every server, then FRR on every server, each in
 # a fresh lab: bring-up, idle memory, idle CPU and wakeups, failover on a killed
 # and a frozen ToR, recovery after the ToR returns and after all its ports were
-# down, with a ping flood's losses. About 15 minutes with the default sizes
+# down, with a ping flood's losses. About 10 minutes with the default sizes
 # (16 and 48). SCALEFLAGS="--sizes 16 --roles fabricd" for a quick look;
 # "--dir /tmp/scale" keeps every lab's configs and logs. Results and method:
 # docs/performance.md.

@@ -9,7 +9,7 @@
 //	fabricd-scale --fabricd PATH [--sizes 16,48] [--roles fabricd,frr] [--runs 1]
 //	              [--flows 8] [--out FILE] [--dir DIR] [--log-level info] [-v]
 //
-// It needs root, FRR under /usr/lib/frr, iproute2 and nft. Ctrl-C stops it and
+// It needs root, FRR under /usr/lib/frr and iproute2. Ctrl-C stops it and
 // removes every namespace and process it started. The exit status is 1 if a
 // run failed or its lab was not torn down cleanly, 2 for bad flags.
 package main
