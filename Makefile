@@ -24,7 +24,7 @@ export CGO_ENABLED = 0
 DEB_PACKAGES = frr bird2 iproute2 iputils-ping curl util-linux procps nftables ignition yamllint \
 	git lintian rpm man-db systemd podman runc
 
-.PHONY: all build deps demo test unit e2e fuzz deploy-check bench chaos chaos-short proto install uninstall clean \
+.PHONY: all build deps demo test unit e2e fuzz deploy-check bench scale chaos chaos-short proto install uninstall clean \
 	release-bin deb rpm image package-check
 
 all: build
@@ -93,6 +93,19 @@ deploy-check:
 BENCHFLAGS ?=
 bench: deps build
 	$(GO) run ./testenv/cmd/fabricd-bench --fabricd $(CURDIR)/bin/fabricd $(BENCHFLAGS)
+
+# The fabric-scale benchmark of issue 13 (root, FRR): two FRR ToRs and N
+# dual-homed servers, fabricd on every server, then FRR on every server, each in
+# a fresh lab: bring-up, idle memory, idle CPU and wakeups, failover on a killed
+# and a frozen ToR, recovery after the ToR returns and after all its ports were
+# down, with a ping flood's losses. About 10 minutes with the default sizes
+# (16 and 48). SCALEFLAGS="--sizes 16 --roles fabricd" for a quick look;
+# "--dir /tmp/scale" keeps every lab's configs and logs. Results and method:
+# docs/performance.md.
+SCALEFLAGS ?=
+SCALE_OUT  ?= scale-report.md
+scale: deps build
+	$(GO) run ./testenv/cmd/fabricd-scale --fabricd $(CURDIR)/bin/fabricd --out $(SCALE_OUT) $(SCALEFLAGS)
 
 # Release artefacts, from stripped static binaries in bin/release, by
 # packaging/cmd/fabricd-dist (its own Go module: nfpm and
