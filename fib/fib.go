@@ -306,10 +306,19 @@ func (w *Writer) query(ctx context.Context, f func()) error {
 // neighbour entry first, and IPv4 routes use the uplink only once that
 // worked (it is retried every second until it does). Routes through the
 // uplink's other family, or none, move to the other uplinks or go.
+//
+// Taking a family off the uplink returns once the kernel has it: what the
+// caller does next (re-creating the BGP peer costs milliseconds of CPU)
+// must not delay the traffic moving, as it would if the writer's goroutine
+// only got its turn afterwards.
 func (w *Writer) SetForwarding(ctx context.Context, u rib.Uplink, name string, f Forwarding) error {
 	f.MAC = slices.Clone(f.MAC)
 	f.LL = f.LL.WithZone("")
-	return w.exec(ctx, func() {
+	run := w.exec
+	if !f.V4 || !f.V6 {
+		run = w.query
+	}
+	return run(ctx, func() {
 		old := w.uplinks[u]
 		if old.fwd.Ifindex != 0 && old.fwd.Ifindex != f.Ifindex {
 			// The interface was recreated: what names the old index must

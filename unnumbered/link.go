@@ -437,6 +437,12 @@ func (r *runner) onPacket(ctx context.Context, p packet) {
 	if p.src.WithZone("") == r.conn.addr.WithZone("") {
 		return // our own multicast, looped back
 	}
+	if p.cm != nil && p.cm.IfIndex != 0 && p.cm.IfIndex != r.st.Index {
+		// Another link's packet: a socket can see some while it is being
+		// set up. Not garbage from this link, so not counted.
+		r.log.Debug("ND packet of another interface", "src", p.src, "ifindex", p.cm.IfIndex)
+		return
+	}
 	m, err := parseND(p.b, p.cm, p.src, r.st.Index)
 	if err != nil {
 		r.ignore(p.at, "ignoring invalid ND packet", "src", p.src, "err", err)

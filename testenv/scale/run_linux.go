@@ -31,6 +31,9 @@ type Config struct {
 	Flows    int            // flood flows; default 8
 	Timing   Timing         // default DefaultTiming()
 	LogLevel string         // fabricd's [log] level; default "info", as deployed
+	// ToRConfig is added inside the FRR ToRs' `router bgp`, for example
+	// "coalesce-time 100": the ToRs are as the seed has them without it.
+	ToRConfig string
 	// Dir, if set, keeps every lab's configs and logs in Dir/nN-ROLE-runR.
 	Dir     string
 	Command string // the command line, for the report
@@ -205,7 +208,7 @@ func (c *Config) runLab(ctx context.Context, role testenv.Role, n, run int) (_ *
 		return nil, err
 	}
 	s := &Sample{Role: role, N: n, Run: run}
-	opts := testenv.Options{Role: role, FabricdBinary: c.Fabricd, ToRs: 2, Servers: specs, Logf: c.LabLogf}
+	opts := testenv.Options{Role: role, FabricdBinary: c.Fabricd, ToRs: 2, Servers: specs, Logf: c.LabLogf, ToRExtraConfig: c.ToRConfig}
 	if c.Dir != "" {
 		opts.Dir, opts.KeepLogs = filepath.Join(c.Dir, fmt.Sprintf("n%d-%v-run%d", n, role, run)), true
 	}

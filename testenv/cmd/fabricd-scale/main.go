@@ -50,6 +50,7 @@ func run() int {
 	out := fs.String("out", "", "also write the Markdown report to this file")
 	dir := fs.String("dir", "", "keep every lab's configs and logs under this directory (DIR/nN-ROLE-runR)")
 	level := fs.String("log-level", "info", "fabricd's [log] level (info: as deployed)")
+	torConfig := fs.String("tor-config", "", `lines added inside the FRR ToRs' "router bgp", e.g. "coalesce-time 100" (\n between lines)`)
 	fs.DurationVar(&t.Settle, "settle", t.Settle, "quiet time after the last server's full ECMP, before memory and the idle window")
 	fs.DurationVar(&t.Idle, "idle", t.Idle, "idle window for CPU time and wakeups")
 	fs.DurationVar(&t.Freeze, "freeze", t.Freeze, "how long the frozen ToR stays stopped (more than the 9 s hold time)")
@@ -89,16 +90,17 @@ func run() int {
 		fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
 	cfg := scale.Config{
-		Fabricd:  abs,
-		Sizes:    ns,
-		Roles:    rs,
-		Runs:     *runs,
-		Flows:    *flows,
-		Timing:   t,
-		LogLevel: *level,
-		Dir:      *dir,
-		Command:  commandLine(),
-		Logf:     progress,
+		Fabricd:   abs,
+		Sizes:     ns,
+		Roles:     rs,
+		Runs:      *runs,
+		Flows:     *flows,
+		Timing:    t,
+		LogLevel:  *level,
+		ToRConfig: strings.ReplaceAll(*torConfig, `\n`, "\n"),
+		Dir:       *dir,
+		Command:   commandLine(),
+		Logf:      progress,
 	}
 	if *verbose {
 		cfg.LabLogf = func(format string, args ...any) { progress("  "+format, args...) }
