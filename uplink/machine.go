@@ -103,6 +103,10 @@ const (
 	// only cost wakeups on both sides.
 	advertiseEvery        = 10 * time.Second
 	advertiseEveryWhileUp = time.Minute
+	// noSessionWarnAfter: connecting this long to a ToR that is there
+	// (carrier, its address known) is worth a warning: something on the
+	// ToR's side keeps the session down.
+	noSessionWarnAfter = 30 * time.Second
 	// resolveEvery: how often the kernel is asked again for a ToR MAC it
 	// has not resolved.
 	resolveEvery = 2 * time.Second
@@ -158,6 +162,7 @@ type Machine struct {
 	stuckAt    time.Time // a session still opening then is stuck
 
 	advertiseAt time.Time // discovering: advertise anyway then
+	noSessionAt time.Time // connecting since noSessionWarnAfter before then: warn
 	resolveAt   time.Time // MAC unknown: ask the kernel again then
 
 	// What was last handed to act: outputs change only on a difference.
@@ -272,6 +277,13 @@ func (m *Machine) Tick(now time.Time) {
 			m.generation++
 		}
 	}
+	if due(m.noSessionAt, now) {
+		m.noSessionAt = time.Time{}
+		if m.phase == Connecting {
+			m.log.Warn("no BGP session with the ToR although it is on the link", "address", m.tor, "for", noSessionWarnAfter,
+				"hint", "check the ToR's side of the session; an FRR ToR can keep an unnumbered peer 'Waiting for NHT' after its port flapped, until the port is shut and enabled again")
+		}
+	}
 	if due(m.stuckAt, now) {
 		m.stuckAt = time.Time{}
 		if m.session.opening() {
@@ -293,7 +305,7 @@ func (m *Machine) Tick(now time.Time) {
 // Deadline is when Tick must run next; zero when no timer is pending.
 func (m *Machine) Deadline() time.Time {
 	var next time.Time
-	for _, t := range []time.Time{m.staleUntil, m.syncUntil, m.advertiseAt, m.resolveAt, m.activeAt, m.rearmAt, m.stuckAt} {
+	for _, t := range []time.Time{m.staleUntil, m.syncUntil, m.advertiseAt, m.resolveAt, m.activeAt, m.rearmAt, m.stuckAt, m.noSessionAt} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -572,6 +584,10 @@ func (m *Machine) settle(now time.Time) {
 	if phase != m.phase {
 		m.log.Info("uplink "+phase.String(), "was", m.phase.String(), "after", now.Sub(m.since).Round(time.Millisecond))
 		m.phase, m.since = phase, now
+		m.noSessionAt = time.Time{}
+		if phase == Connecting {
+			m.noSessionAt = now.Add(noSessionWarnAfter)
+		}
 	}
 
 	var peer Peer

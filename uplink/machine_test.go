@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
@@ -407,5 +408,43 @@ func TestPhaseNames(t *testing.T) {
 	}
 	if got := strings.Join(names, " "); got != "no-carrier discovering connecting syncing forwarding helping" {
 		t.Fatalf("phase names %q", got)
+	}
+}
+
+// A ToR that is on the link but keeps the session down for long is
+// reported once; one whose session comes up in time is not.
+func TestNoSessionWarning(t *testing.T) {
+	const warning = "no BGP session with the ToR although it is on the link"
+	for _, tc := range []struct {
+		name   string
+		steps  func(r *rig)
+		warned bool
+	}{
+		{"connecting for the whole time", func(r *rig) { r.after(noSessionWarnAfter) }, true},
+		{"session up in time", func(r *rig) {
+			r.after(noSessionWarnAfter / 2)
+			r.ev(established(1, false))
+			r.after(noSessionWarnAfter)
+		}, false},
+		{"carrier lost meanwhile", func(r *rig) {
+			r.after(noSessionWarnAfter / 2)
+			r.ev(carrierDown())
+			r.after(noSessionWarnAfter)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			f := &fake{}
+			r := &rig{m: New(cfg, f, slog.New(slog.NewTextHandler(&logs, nil)), t0), f: f, now: t0}
+			r.ev(carrierUp())
+			r.ev(ra(torLL, torMAC))
+			if r.m.Phase() != Connecting {
+				t.Fatalf("setup: phase %v", r.m.Phase())
+			}
+			tc.steps(r)
+			if got := strings.Count(logs.String(), warning); got != map[bool]int{true: 1, false: 0}[tc.warned] {
+				t.Errorf("warned %d times, want warned=%v:\n%s", got, tc.warned, logs.String())
+			}
+		})
 	}
 }
