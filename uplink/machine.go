@@ -113,6 +113,10 @@ const (
 	// rearm backoff: the first re-creation is immediate, then doubling.
 	rearmMin = time.Second
 	rearmMax = 30 * time.Second
+	// ownFailuresAtOnce: while fewer failures than this are in a row (the
+	// lost session counts), a failure of our own connection (the peer was
+	// active) re-creates the peer without waiting.
+	ownFailuresAtOnce = 3
 )
 
 // Machine is one uplink's state machine. It is not safe for concurrent
@@ -515,7 +519,11 @@ func (m *Machine) onSessionLost(ev Event, now time.Time) {
 
 // scheduleRearm plans a fresh peer after a failure: GoBGP would keep the
 // failed one idle, refusing the ToR, for 5 s. The first comes at once,
-// later ones back off.
+// later ones back off; except that our own connection failing is no
+// reason to wait, for the first few times: a ToR whose BGP is just coming
+// up (it restarted) resets it and connects to us a moment later, which
+// the failed peer would refuse. (Seen in make scale: a session back 5 s
+// late, the ToR's connection refused 6 ms before the backed-off peer.)
 func (m *Machine) scheduleRearm(ev Event, now time.Time) {
 	var delay time.Duration
 	switch {
@@ -523,6 +531,7 @@ func (m *Machine) scheduleRearm(ev Event, now time.Time) {
 		delay = m.cfg.MaxPrefixesRestart
 	case ev.Reason == ReasonRefused:
 		delay = rearmMax
+	case !m.passive && m.failures < ownFailuresAtOnce:
 	case m.failures > 0:
 		delay = min(rearmMin<<min(m.failures-1, 10), rearmMax)
 	}

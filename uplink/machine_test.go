@@ -448,3 +448,33 @@ func TestNoSessionWarning(t *testing.T) {
 		})
 	}
 }
+
+// After a lost session the peer connects itself; when that connection
+// fails (the ToR's BGP is only coming up), the next passive peer must be
+// there at once, not after a backoff, to accept the ToR's own connection.
+// A ToR that keeps failing our connections gets the backoff again.
+func TestOwnConnectionFailureRearmsAtOnce(t *testing.T) {
+	r := in(t, Forwarding, false)
+	r.ev(lost(1, false))
+	r.ev(Event{Kind: Advertised})
+	r.after(activeAfter)
+	if p, _ := r.f.lastPeer(); p.Passive {
+		t.Fatalf("setup: peer still passive after %v: %+v", activeAfter, p)
+	}
+	for i := range ownFailuresAtOnce {
+		r.f.reset()
+		r.ev(state(SessionActive))
+		r.ev(Event{Kind: Session, State: SessionIdle, Detail: "write-failed"})
+		p, ok := r.f.lastPeer()
+		wantAtOnce := i+1 < ownFailuresAtOnce
+		if wantAtOnce && (!ok || !p.Passive) {
+			t.Fatalf("failure %d of our own connection: no passive peer at once: %+v", i+1, r.f.peers)
+		}
+		if !wantAtOnce && ok {
+			t.Fatalf("failure %d of our own connection: re-created at once, want a backoff: %+v", i+1, r.f.peers)
+		}
+		// The passive peer goes active again after our next RA.
+		r.ev(Event{Kind: Advertised})
+		r.after(rearmMax)
+	}
+}
