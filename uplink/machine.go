@@ -103,12 +103,20 @@ const (
 	// only cost wakeups on both sides.
 	advertiseEvery        = 10 * time.Second
 	advertiseEveryWhileUp = time.Minute
+	// noSessionWarnAfter: connecting this long to a ToR that is there
+	// (carrier, its address known) is worth a warning: something on the
+	// ToR's side keeps the session down.
+	noSessionWarnAfter = 30 * time.Second
 	// resolveEvery: how often the kernel is asked again for a ToR MAC it
 	// has not resolved.
 	resolveEvery = 2 * time.Second
 	// rearm backoff: the first re-creation is immediate, then doubling.
 	rearmMin = time.Second
 	rearmMax = 30 * time.Second
+	// ownFailuresAtOnce: while fewer failures than this are in a row (the
+	// lost session counts), a failure of our own connection (the peer was
+	// active) re-creates the peer without waiting.
+	ownFailuresAtOnce = 3
 )
 
 // Machine is one uplink's state machine. It is not safe for concurrent
@@ -158,6 +166,7 @@ type Machine struct {
 	stuckAt    time.Time // a session still opening then is stuck
 
 	advertiseAt time.Time // discovering: advertise anyway then
+	noSessionAt time.Time // connecting since noSessionWarnAfter before then: warn
 	resolveAt   time.Time // MAC unknown: ask the kernel again then
 
 	// What was last handed to act: outputs change only on a difference.
@@ -272,6 +281,13 @@ func (m *Machine) Tick(now time.Time) {
 			m.generation++
 		}
 	}
+	if due(m.noSessionAt, now) {
+		m.noSessionAt = time.Time{}
+		if m.phase == Connecting {
+			m.log.Warn("no BGP session with the ToR although it is on the link", "address", m.tor, "for", noSessionWarnAfter,
+				"hint", "check the ToR's side of the session; an FRR ToR can keep an unnumbered peer 'Waiting for NHT' after its port flapped, until the port is shut and enabled again")
+		}
+	}
 	if due(m.stuckAt, now) {
 		m.stuckAt = time.Time{}
 		if m.session.opening() {
@@ -293,7 +309,7 @@ func (m *Machine) Tick(now time.Time) {
 // Deadline is when Tick must run next; zero when no timer is pending.
 func (m *Machine) Deadline() time.Time {
 	var next time.Time
-	for _, t := range []time.Time{m.staleUntil, m.syncUntil, m.advertiseAt, m.resolveAt, m.activeAt, m.rearmAt, m.stuckAt} {
+	for _, t := range []time.Time{m.staleUntil, m.syncUntil, m.advertiseAt, m.resolveAt, m.activeAt, m.rearmAt, m.stuckAt, m.noSessionAt} {
 		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
 			next = t
 		}
@@ -503,7 +519,11 @@ func (m *Machine) onSessionLost(ev Event, now time.Time) {
 
 // scheduleRearm plans a fresh peer after a failure: GoBGP would keep the
 // failed one idle, refusing the ToR, for 5 s. The first comes at once,
-// later ones back off.
+// later ones back off; except that our own connection failing is no
+// reason to wait, for the first few times: a ToR whose BGP is just coming
+// up (it restarted) resets it and connects to us a moment later, which
+// the failed peer would refuse. (Seen in make scale: a session back 5 s
+// late, the ToR's connection refused 6 ms before the backed-off peer.)
 func (m *Machine) scheduleRearm(ev Event, now time.Time) {
 	var delay time.Duration
 	switch {
@@ -511,6 +531,7 @@ func (m *Machine) scheduleRearm(ev Event, now time.Time) {
 		delay = m.cfg.MaxPrefixesRestart
 	case ev.Reason == ReasonRefused:
 		delay = rearmMax
+	case !m.passive && m.failures < ownFailuresAtOnce:
 	case m.failures > 0:
 		delay = min(rearmMin<<min(m.failures-1, 10), rearmMax)
 	}
@@ -572,6 +593,10 @@ func (m *Machine) settle(now time.Time) {
 	if phase != m.phase {
 		m.log.Info("uplink "+phase.String(), "was", m.phase.String(), "after", now.Sub(m.since).Round(time.Millisecond))
 		m.phase, m.since = phase, now
+		m.noSessionAt = time.Time{}
+		if phase == Connecting {
+			m.noSessionAt = now.Add(noSessionWarnAfter)
+		}
 	}
 
 	var peer Peer

@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
@@ -407,5 +408,73 @@ func TestPhaseNames(t *testing.T) {
 	}
 	if got := strings.Join(names, " "); got != "no-carrier discovering connecting syncing forwarding helping" {
 		t.Fatalf("phase names %q", got)
+	}
+}
+
+// A ToR that is on the link but keeps the session down for long is
+// reported once; one whose session comes up in time is not.
+func TestNoSessionWarning(t *testing.T) {
+	const warning = "no BGP session with the ToR although it is on the link"
+	for _, tc := range []struct {
+		name   string
+		steps  func(r *rig)
+		warned bool
+	}{
+		{"connecting for the whole time", func(r *rig) { r.after(noSessionWarnAfter) }, true},
+		{"session up in time", func(r *rig) {
+			r.after(noSessionWarnAfter / 2)
+			r.ev(established(1, false))
+			r.after(noSessionWarnAfter)
+		}, false},
+		{"carrier lost meanwhile", func(r *rig) {
+			r.after(noSessionWarnAfter / 2)
+			r.ev(carrierDown())
+			r.after(noSessionWarnAfter)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			f := &fake{}
+			r := &rig{m: New(cfg, f, slog.New(slog.NewTextHandler(&logs, nil)), t0), f: f, now: t0}
+			r.ev(carrierUp())
+			r.ev(ra(torLL, torMAC))
+			if r.m.Phase() != Connecting {
+				t.Fatalf("setup: phase %v", r.m.Phase())
+			}
+			tc.steps(r)
+			if got := strings.Count(logs.String(), warning); got != map[bool]int{true: 1, false: 0}[tc.warned] {
+				t.Errorf("warned %d times, want warned=%v:\n%s", got, tc.warned, logs.String())
+			}
+		})
+	}
+}
+
+// After a lost session the peer connects itself; when that connection
+// fails (the ToR's BGP is only coming up), the next passive peer must be
+// there at once, not after a backoff, to accept the ToR's own connection.
+// A ToR that keeps failing our connections gets the backoff again.
+func TestOwnConnectionFailureRearmsAtOnce(t *testing.T) {
+	r := in(t, Forwarding, false)
+	r.ev(lost(1, false))
+	r.ev(Event{Kind: Advertised})
+	r.after(activeAfter)
+	if p, _ := r.f.lastPeer(); p.Passive {
+		t.Fatalf("setup: peer still passive after %v: %+v", activeAfter, p)
+	}
+	for i := range ownFailuresAtOnce {
+		r.f.reset()
+		r.ev(state(SessionActive))
+		r.ev(Event{Kind: Session, State: SessionIdle, Detail: "write-failed"})
+		p, ok := r.f.lastPeer()
+		wantAtOnce := i+1 < ownFailuresAtOnce
+		if wantAtOnce && (!ok || !p.Passive) {
+			t.Fatalf("failure %d of our own connection: no passive peer at once: %+v", i+1, r.f.peers)
+		}
+		if !wantAtOnce && ok {
+			t.Fatalf("failure %d of our own connection: re-created at once, want a backoff: %+v", i+1, r.f.peers)
+		}
+		// The passive peer goes active again after our next RA.
+		r.ev(Event{Kind: Advertised})
+		r.after(rearmMax)
 	}
 }
