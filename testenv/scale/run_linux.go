@@ -498,7 +498,7 @@ func (r *labRun) bringUpFigures(t0 time.Time) {
 		up := never
 		if r.role == testenv.RoleFabricd {
 			b, err := os.ReadFile(srv.LogPath())
-			if at, ok := fabricdUpAt(string(b)); err == nil && ok {
+			if at, ok := fabricdUpAt(string(b), t0); err == nil && ok {
 				up = since(t0, at)
 			}
 		} else {

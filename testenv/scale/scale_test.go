@@ -320,11 +320,16 @@ func TestFabricdUpAt(t *testing.T) {
 time=2026-12-01T22:49:18.760Z level=INFO msg="fabricd is up" asn=65107 router_id=10.0.0.7 derived="" uplinks=2 announced=2
 time=2026-12-01T22:49:19.000Z level=INFO msg="fabricd is up" asn=65107
 `
-	at, ok := fabricdUpAt(log)
+	at, ok := fabricdUpAt(log, time.Time{})
 	if !ok || !at.Equal(time.Date(2026, 12, 1, 22, 49, 18, 760e6, time.UTC)) {
 		t.Errorf("fabricdUpAt = %v, %v; want the first such line, 22:49:18.760", at, ok)
 	}
-	if _, ok := fabricdUpAt("time=2026-12-01T22:49:18.700Z level=INFO msg=\"starting\"\n"); ok {
+	// A log appended to by a later run: that run's line.
+	at, ok = fabricdUpAt(log, time.Date(2026, 12, 1, 22, 49, 18, 900e6, time.UTC))
+	if !ok || !at.Equal(time.Date(2026, 12, 1, 22, 49, 19, 0, time.UTC)) {
+		t.Errorf("fabricdUpAt after 22:49:18.900 = %v, %v; want 22:49:19.000", at, ok)
+	}
+	if _, ok := fabricdUpAt("time=2026-12-01T22:49:18.700Z level=INFO msg=\"starting\"\n", time.Time{}); ok {
 		t.Error("found in a log without the line")
 	}
 }

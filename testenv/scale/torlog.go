@@ -14,8 +14,9 @@ import (
 const frrTimeLayout = "2006/01/02 15:04:05.000000"
 
 // fabricdUpAt returns the time of the first "fabricd is up" line of a fabricd
-// log (log/slog's text format, millisecond stamps).
-func fabricdUpAt(log string) (time.Time, bool) {
+// log (log/slog's text format, millisecond stamps) at or after since: a
+// lab directory kept with --dir and used again appends to the old logs.
+func fabricdUpAt(log string, since time.Time) (time.Time, bool) {
 	for line := range strings.SplitSeq(log, "\n") {
 		if !strings.Contains(line, `msg="fabricd is up"`) {
 			continue
@@ -27,7 +28,7 @@ func fabricdUpAt(log string) (time.Time, bool) {
 		if i := strings.IndexByte(v, ' '); i > 0 {
 			v = v[:i]
 		}
-		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil && !t.Before(since.Truncate(time.Millisecond)) {
 			return t, true
 		}
 	}
