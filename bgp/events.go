@@ -99,6 +99,12 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
 			"preserves_forwarding", preserves[uplink.IPv4], "restart_time", restart)
 		s.handler.Session(se.id, uplink.Event{Kind: uplink.Session, State: uplink.SessionEstablished, Epoch: se.epoch,
 			PreservesForwarding: preserves, RestartTime: restart, Families: familiesOf(st.RemoteCap)})
+		if s.cfg.GracefulRestart {
+			select {
+			case s.established <- addr:
+			default: // one per uplink fits; Run is behind, and GoBGP sends them later anyway
+			}
+		}
 	case se.epoch != 0 && st.SessionState != gobgp.BGP_FSM_ESTABLISHED:
 		epoch := se.epoch
 		se.epoch = 0

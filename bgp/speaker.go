@@ -107,9 +107,11 @@ type Speaker struct {
 	// last ones left in GoBGP, to tell corrections from wished changes.
 	reconcileMu sync.Mutex
 	applied     map[netip.Addr]string
-	// kick asks Run to reconcile soon; resets carries peers to reset.
-	kick   chan struct{}
-	resets chan reset
+	// kick asks Run to reconcile soon; resets carries peers to reset;
+	// established carries peers whose session just came up.
+	kick        chan struct{}
+	resets      chan reset
+	established chan netip.Addr
 
 	// sessions is what GoBGP's events say about each peer, by address.
 	// Only the event goroutine touches it.
@@ -145,6 +147,8 @@ func New(cfg Config, h Handler) *Speaker {
 		kick:      make(chan struct{}, 1),
 		resets:    make(chan reset, config.MaxNeighbors),
 		sessions:  make(map[netip.Addr]*session),
+
+		established: make(chan netip.Addr, config.MaxNeighbors),
 	}
 	s.srv = newServer(cfg.Logger, &s.stopping)
 	return s
@@ -207,12 +211,44 @@ func (s *Speaker) Run(ctx context.Context, ready chan<- struct{}) error {
 			if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: r.addr.String(), Communication: r.why}); err != nil {
 				s.log.Warn("resetting refused peer", "address", r.addr, "err", err)
 			}
+		case addr := <-s.established:
+			s.sendOwnRoutesNow(ctx, addr)
 		case <-s.kick:
 			s.reconcile(ctx)
 		case <-tick.C:
 			s.reconcile(ctx)
 		}
 	}
+}
+
+// sendOwnRoutesNow sends fabricd's routes and End-of-RIB to the peer at
+// addr at once if GoBGP is holding them back because fabricd restarted.
+//
+// GoBGP, restarting, defers everything it sends until every peer's
+// End-of-RIB has arrived (RFC 4724's selection deferral); an FRR ToR sends
+// its End-of-RIB about a second after the session comes up (its update
+// coalescing). Until then the ToR keeps fabricd's routes only as stale,
+// and FRR deletes paths that are still stale when the session drops again:
+// a crash or a second restart in that second cost the server its routes
+// at the ToR until the next session. fabricd sends only what it originates
+// (never routes it selected among received ones), all announced before any
+// peer exists, so there is nothing to defer: a soft reset out sends them
+// and the End-of-RIB now. (A ToR still in its own first 120 s sets the
+// Restart State bit, and GoBGP then does not wait either.)
+func (s *Speaker) sendOwnRoutesNow(ctx context.Context, addr netip.Addr) {
+	deferring := false
+	err := s.srv.ListPeer(ctx, &api.ListPeerRequest{Address: addr.String()}, func(p *api.Peer) {
+		deferring = p.GetGracefulRestart().GetLocalRestarting() &&
+			p.GetState().GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED
+	})
+	if err != nil || !deferring {
+		return
+	}
+	if err := s.srv.ResetPeer(ctx, &api.ResetPeerRequest{Address: addr.String(), Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT}); err != nil {
+		s.log.Warn("sending our routes after the restart", "address", addr, "err", err)
+		return
+	}
+	s.log.Info("restarted: sent our routes and End-of-RIB without waiting for the ToR's", "address", addr)
 }
 
 // reset asks Run to reset a peer's session, saying why.

@@ -288,6 +288,8 @@ type Router struct {
 	mu   sync.Mutex // serialises Start and Stop
 	frr  *frrInstance
 	bird *daemon // ToRBIRD
+	// startedAt is when the last Start returned.
+	startedAt time.Time
 }
 
 // Name is "tor" or "tor2", also its FRR hostname and directory under Dir.
@@ -348,7 +350,11 @@ func (r *Router) Start(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.flavor.IsFRR() {
-		return r.startBIRD(ctx)
+		if err := r.startBIRD(ctx); err != nil {
+			return err
+		}
+		r.startedAt = time.Now()
+		return nil
 	}
 	if err := r.writeConfigs(); err != nil {
 		return err
@@ -363,7 +369,21 @@ func (r *Router) Start(ctx context.Context) error {
 	if err := r.waitPrefixes(ctx); err != nil {
 		return fmt.Errorf("starting FRR on %s: %w", r.name, err)
 	}
+	r.startedAt = time.Now()
 	return nil
+}
+
+// FRRStartupWindow is how long an FRR ToR sets the Restart State bit in
+// its OPENs after it starts (bgpd's startup timer, the default restart
+// time): a restarting peer then need not wait for the ToR's End-of-RIB.
+// Tests of what a restarting server does when it must wait run after it.
+const FRRStartupWindow = 120 * time.Second
+
+// Uptime is how long ago the ToR's daemons were last started.
+func (r *Router) Uptime() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return time.Since(r.startedAt)
 }
 
 // Stop sends sig to the ToR's daemons (bfdd and bgpd first, zebra last) and waits for

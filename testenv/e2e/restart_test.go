@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -90,5 +91,72 @@ func TestRestartLosesNoPackets(t *testing.T) {
 			// The earlier run's routes were taken over, not duplicated.
 			waitKernel(ctx, t, lab, c1, wantKernel(lab, c1))
 		})
+	}
+}
+
+// TestCrashRightAfterRestart crashes c1's fabricd 300 ms after its
+// session is back from a restart, before the ToR's End-of-RIB. The ToR still
+// holds c1's routes as stale from the restart, and FRR deletes paths that
+// are still stale when the session drops again: unless fabricd has resent
+// them by then, traffic to c1 is lost until the next session (CI saw 331
+// of 401 pings lost). Only a ToR past its startup window makes fabricd
+// wait for its End-of-RIB, so the test runs after it.
+func TestCrashRightAfterRestart(t *testing.T) {
+	lab := seedLab(t)
+	logOnFailure(t, lab)
+	tor, c1 := lab.ToR(0), lab.Server("c1")
+	if wait := testenv.FRRStartupWindow + 2*time.Second - tor.Uptime(); wait > 0 {
+		t.Logf("waiting %v for the ToR to leave its startup window", wait.Round(time.Second))
+		time.Sleep(wait)
+	}
+	ctx := ctxFor(t, 3*time.Minute)
+	if err := lab.WaitConverged(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	port := tor.PortFor("c1")
+	var restartErr error
+	var startToKill time.Duration
+	sent, received := pingFlood(ctx, t, lab, func() {
+		if restartErr = c1.Stop(syscall.SIGUSR1); restartErr != nil {
+			return
+		}
+		time.Sleep(time.Second)
+		if restartErr = c1.Start(ctx); restartErr != nil {
+			return
+		}
+		started := time.Now()
+		if restartErr = testenv.WaitFor(ctx, 30*time.Second, "c1's session at the ToR", func() error {
+			peers, err := tor.BGPPeers(ctx)
+			if err != nil {
+				return err
+			}
+			if st := peers[port].State; st != "Established" {
+				return fmt.Errorf("session on %s is %s", port, st)
+			}
+			return nil
+		}); restartErr != nil {
+			return
+		}
+		// A crash shortly after: CI saw one 1.2 s after the session came
+		// back, before the ToR's End-of-RIB (about 1.1 s after it here).
+		time.Sleep(300 * time.Millisecond)
+		startToKill = time.Since(started)
+		if err := c1.Stop(syscall.SIGKILL); err != nil && !regexp.MustCompile(`signal: killed`).MatchString(err.Error()) {
+			restartErr = err
+			return
+		}
+		time.Sleep(time.Second)
+		if restartErr = c1.Start(ctx); restartErr != nil {
+			return
+		}
+		restartErr = lab.WaitConverged(ctx, 30*time.Second)
+	})
+	if restartErr != nil {
+		t.Fatal(restartErr)
+	}
+	t.Logf("restart, crash 300 ms after the ToR shows the session (%v after the start), start again: %d pings sent, %d received",
+		startToKill.Round(time.Millisecond), sent, received)
+	if sent < 100 || received != sent {
+		t.Errorf("lost %d of %d packets", sent-received, sent)
 	}
 }
