@@ -62,7 +62,7 @@ func TestGolden(t *testing.T) {
 		{"lab-c1-two-tors", 0}, // testenv's RoleFRR server (split zebra/staticd/bgpd)
 		{"full", 0},            // everything the translator knows, all translatable
 		{"untranslatable", 35}, // what fabricd cannot do, one reason per line
-		{"nasty", 44},          // malformed and hostile input
+		{"nasty", 45},          // malformed and hostile input
 		{"no-router-bgp", 2},   // zebra.conf alone
 	} {
 		t.Run(tc.name, func(t *testing.T) {

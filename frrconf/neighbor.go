@@ -25,7 +25,7 @@ func (t *translator) lookup(l *line, name string) *peer {
 // neighbor handles the session settings of `neighbor NAME ...` in router bgp.
 func (t *translator) neighbor(l *line) {
 	name, opt := l.word(1), l.word(2)
-	if name == "" {
+	if name == "" || opt == "" {
 		t.fail(l.at, "incomplete command")
 		return
 	}
