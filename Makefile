@@ -56,7 +56,7 @@ unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /testenv)
 
 # The end-to-end tests build fabricd and fabricctl with the race detector
-# (E2E_RACE=1, the default; about 6 minutes instead of 4): a data race between
+# (E2E_RACE=1, the default; about 11 minutes): a data race between
 # GoBGP's callbacks, the control loop, the API and the FIB writer fails the
 # run. Known upstream GoBGP races (testenv/racereport.go) are printed but do
 # not fail it. E2E_RACE= runs the static binaries as shipped.
@@ -68,12 +68,15 @@ e2e: release-bin
 		$(GO) test -count=1 -timeout 25m ./testenv/...
 
 # Each fuzz target runs FUZZTIME (inputs, or a duration such as 30s): the
-# config loader, the FRR config translator and every hand-written parser
-# (netlink replies, ND packets). A count rather than a duration: on a
+# config loader, the FRR config translator, every hand-written parser
+# (netlink replies, ND packets) and the uplink state machine (random event
+# sequences, invariants checked after each step; and the session mailbox's
+# coalescing against direct delivery). A count rather than a duration: on a
 # loaded machine a timed run can fail with "context deadline exceeded"
 # while stopping its workers.
 FUZZTIME ?= 300000x
-FUZZ_TARGETS = ./config:FuzzParse ./frrconf:FuzzTranslate ./fib:FuzzParseRoute ./fib:FuzzParseNexthop ./unnumbered:FuzzParseND
+FUZZ_TARGETS = ./config:FuzzParse ./frrconf:FuzzTranslate ./fib:FuzzParseRoute ./fib:FuzzParseNexthop ./unnumbered:FuzzParseND \
+	./uplink:FuzzMachine ./uplink:FuzzMailbox
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $$t for $(FUZZTIME)"; \
