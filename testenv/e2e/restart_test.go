@@ -42,6 +42,29 @@ func pingFlood(ctx context.Context, t *testing.T, lab *testenv.Lab, fn func()) (
 	return sent, received
 }
 
+// restartAndConverge stops s's fabricd with stop, leaves it down for a
+// second (the kernel still routes while nothing runs), starts it again and
+// waits for the fabric to converge.
+func restartAndConverge(ctx context.Context, lab *testenv.Lab, s *testenv.Server, stop func() error) error {
+	if err := stop(); err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	return lab.WaitConverged(ctx, 30*time.Second)
+}
+
+// kill9 crashes s's fabricd: nothing is cleaned up, nothing is said to the
+// ToR. Its "signal: killed" exit is what was asked for.
+func kill9(s *testenv.Server) error {
+	if err := s.Stop(syscall.SIGKILL); err != nil && !regexp.MustCompile(`signal: killed`).MatchString(err.Error()) {
+		return err
+	}
+	return nil
+}
+
 func TestRestartLosesNoPackets(t *testing.T) {
 	lab := seedLab(t)
 	logOnFailure(t, lab)
@@ -55,13 +78,7 @@ func TestRestartLosesNoPackets(t *testing.T) {
 		// systemctl restart: the unit's RestartKillSignal.
 		{"graceful restart (SIGUSR1)", func() error { return c1.Stop(syscall.SIGUSR1) }},
 		// A crash: nothing is cleaned up, nothing is said to the ToR.
-		{"kill -9", func() error {
-			err := c1.Stop(syscall.SIGKILL)
-			if err != nil && err.Error() != "" && !regexp.MustCompile(`signal: killed`).MatchString(err.Error()) {
-				return err
-			}
-			return nil
-		}},
+		{"kill -9", func() error { return kill9(c1) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := lab.WaitConverged(ctx, 30*time.Second); err != nil {
@@ -69,17 +86,7 @@ func TestRestartLosesNoPackets(t *testing.T) {
 			}
 			var restartErr error
 			start := time.Now()
-			sent, received := pingFlood(ctx, t, lab, func() {
-				if restartErr = tc.stop(); restartErr != nil {
-					return
-				}
-				// The kernel still routes while nothing runs.
-				time.Sleep(time.Second)
-				if restartErr = c1.Start(ctx); restartErr != nil {
-					return
-				}
-				restartErr = lab.WaitConverged(ctx, 30*time.Second)
-			})
+			sent, received := pingFlood(ctx, t, lab, func() { restartErr = restartAndConverge(ctx, lab, c1, tc.stop) })
 			if restartErr != nil {
 				t.Fatal(restartErr)
 			}
@@ -120,7 +127,7 @@ func TestCrashRightAfterRestart(t *testing.T) {
 		if restartErr = c1.Stop(syscall.SIGUSR1); restartErr != nil {
 			return
 		}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // down as long as in restartAndConverge
 		if restartErr = c1.Start(ctx); restartErr != nil {
 			return
 		}
@@ -141,15 +148,7 @@ func TestCrashRightAfterRestart(t *testing.T) {
 		// back, before the ToR's End-of-RIB (about 1.1 s after it here).
 		time.Sleep(300 * time.Millisecond)
 		startToKill = time.Since(started)
-		if err := c1.Stop(syscall.SIGKILL); err != nil && !regexp.MustCompile(`signal: killed`).MatchString(err.Error()) {
-			restartErr = err
-			return
-		}
-		time.Sleep(time.Second)
-		if restartErr = c1.Start(ctx); restartErr != nil {
-			return
-		}
-		restartErr = lab.WaitConverged(ctx, 30*time.Second)
+		restartErr = restartAndConverge(ctx, lab, c1, func() error { return kill9(c1) })
 	})
 	if restartErr != nil {
 		t.Fatal(restartErr)
