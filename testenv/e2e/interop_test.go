@@ -2,8 +2,9 @@ package e2e
 
 // The interop matrix (issue 12): the seed scenario against every kind of ToR
 // testenv can play (testenv.ToRFlavor). Each row builds its own small lab,
-// checks the seed's kernel shape and traffic, flaps a server link, restarts
-// the ToR, and closes the lab before the next row starts.
+// checks the seed's kernel shape and traffic, flaps a server link once and
+// then in a burst, restarts the ToR, and closes the lab before the next row
+// starts.
 //
 // FABRICD_E2E_PCAP=DIR records every ToR port of every row in
 // DIR/<row>-<tor>.pcapng (dumpcap, started before the servers), keeps each
@@ -148,6 +149,16 @@ func runInteropRow(t *testing.T, row interopRow) {
 		t.Fatalf("after the flap: %v", err)
 	}
 	t.Logf("flap: converged again %v after the link came back", time.Since(flapped).Round(time.Millisecond))
+	checkSeedShape(ctx, t, lab)
+
+	// Then a burst of flaps on the same link, whatever state each one
+	// catches the session in: it must come back and stay.
+	flapBurst(ctx, t, tor, port, 10)
+	burst := time.Now()
+	if err := lab.WaitConverged(ctx, 30*time.Second); err != nil {
+		t.Fatalf("after a burst of 10 flaps: %v", err)
+	}
+	t.Logf("burst of 10 flaps: converged again %v after the last", time.Since(burst).Round(time.Millisecond))
 	checkSeedShape(ctx, t, lab)
 
 	// Every ToR restarts its daemons; nothing on the servers does.

@@ -272,6 +272,22 @@ func routeBlock(out, prefix string) string {
 	return b.String()
 }
 
+// flapBurst takes tor's port down for 150 ms and up for 250 ms, n times,
+// the way a bad optic bounces.
+func flapBurst(ctx context.Context, t *testing.T, tor *testenv.Router, port string, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := tor.Exec(ctx, "ip", "link", "set", port, "down"); err != nil {
+			t.Fatalf("flap %d: %v", i+1, err)
+		}
+		time.Sleep(150 * time.Millisecond)
+		if _, err := tor.Exec(ctx, "ip", "link", "set", port, "up"); err != nil {
+			t.Fatalf("flap %d: %v", i+1, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // TestFlapBurstSessionReturns flaps c1's uplink 20 times, 150 ms without
 // carrier and 250 ms with it, the way a bad optic bounces. The session
 // must come back and stay, whatever state each flap caught it in.
@@ -282,16 +298,7 @@ func TestFlapBurstSessionReturns(t *testing.T) {
 	c1, tor := lab.Server("c1"), lab.ToR(0)
 	port := tor.PortFor("c1")
 	waitSession(ctx, t, c1, "ens3", tor, 30*time.Second)
-	for i := range 20 {
-		if _, err := tor.Exec(ctx, "ip", "link", "set", port, "down"); err != nil {
-			t.Fatalf("flap %d: %v", i+1, err)
-		}
-		time.Sleep(150 * time.Millisecond)
-		if _, err := tor.Exec(ctx, "ip", "link", "set", port, "up"); err != nil {
-			t.Fatalf("flap %d: %v", i+1, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	flapBurst(ctx, t, tor, port, 20)
 	took := waitSession(ctx, t, c1, "ens3", tor, 15*time.Second)
 	t.Logf("session back %v after the last flap", took.Round(time.Millisecond))
 	waitKernel(ctx, t, lab, c1, wantKernel(lab, c1))
