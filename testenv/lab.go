@@ -44,6 +44,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,6 +70,40 @@ func (r Role) String() string {
 	default:
 		return fmt.Sprintf("Role(%d)", int(r))
 	}
+}
+
+// ParseRoles reads a --roles flag: "fabricd", "frr" or both, comma-separated,
+// in the order given.
+func ParseRoles(s string) ([]Role, error) {
+	var out []Role
+	for f := range strings.SplitSeq(s, ",") {
+		switch strings.TrimSpace(f) {
+		case "fabricd":
+			out = append(out, RoleFabricd)
+		case "frr":
+			out = append(out, RoleFRR)
+		case "":
+		default:
+			return nil, fmt.Errorf("--roles: unknown role %q (want fabricd or frr)", f)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--roles: no role given")
+	}
+	return out, nil
+}
+
+// CommandLine is how the running program was invoked, for a report: its
+// name and its arguments, quoted where they hold spaces or quotes.
+func CommandLine() string {
+	args := []string{filepath.Base(os.Args[0])}
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " \t'\"") {
+			a = strconv.Quote(a)
+		}
+		args = append(args, a)
+	}
+	return strings.Join(args, " ")
 }
 
 // Options describes the lab to build. The zero value is not usable for RoleFabricd
@@ -563,6 +598,19 @@ func (l *Lab) Server(name string) *Server {
 
 // Servers returns all servers in spec order.
 func (l *Lab) Servers() []*Server { return slices.Clone(l.servers) }
+
+// PrefixesOfOthers returns what every server but s announces: its loopback
+// and pod block, the routes s has through all its uplinks once the fabric
+// has converged.
+func (l *Lab) PrefixesOfOthers(s *Server) []netip.Prefix {
+	var out []netip.Prefix
+	for _, o := range l.servers {
+		if o != s {
+			out = append(out, o.spec.Loopback, o.spec.Block)
+		}
+	}
+	return out
+}
 
 // StartServers starts every server's daemon(s) concurrently, like a rack powering up.
 func (l *Lab) StartServers(ctx context.Context, extraArgs ...string) error {

@@ -515,3 +515,15 @@ func checkUrgentUplinks(ctx context.Context, t *testing.T, lab *Lab) {
 		check(lab.ToR(i).Namespace(), ports)
 	}
 }
+
+func TestParseRoles(t *testing.T) {
+	rs, err := ParseRoles("frr, fabricd")
+	if err != nil || !slices.Equal(rs, []Role{RoleFRR, RoleFabricd}) {
+		t.Errorf("ParseRoles(frr, fabricd) = %v, %v", rs, err)
+	}
+	for _, bad := range []string{"", ",", "bird"} {
+		if _, err := ParseRoles(bad); err == nil {
+			t.Errorf("ParseRoles(%q) took it", bad)
+		}
+	}
+}

@@ -7,10 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// frrTimeLayout is FRR's log timestamp with `log timestamp precision 6`, local time.
-const frrTimeLayout = "2006/01/02 15:04:05.000000"
+	"github.com/fabricd/fabricd/testenv"
+)
 
 // logMark is where a log file ended, so that only later lines are read.
 func logMark(path string) int64 {
@@ -46,10 +45,10 @@ func sessionUp(log, port string) (time.Time, bool) {
 		if rest := line[i+len("%ADJCHANGE: neighbor "+port):]; !strings.HasPrefix(rest, "(") && !strings.HasPrefix(rest, " ") {
 			continue
 		}
-		if len(line) < len(frrTimeLayout) {
+		if len(line) < len(testenv.FRRTimeLayout) {
 			continue
 		}
-		t, err := time.ParseInLocation(frrTimeLayout, line[:len(frrTimeLayout)], time.Local)
+		t, err := time.ParseInLocation(testenv.FRRTimeLayout, line[:len(testenv.FRRTimeLayout)], time.Local)
 		if err != nil {
 			continue
 		}

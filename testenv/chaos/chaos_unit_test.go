@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabricd/fabricd/testenv"
 	"github.com/fabricd/fabricd/testenv/nlmon"
 	"github.com/fabricd/fabricd/testenv/probe"
 )
@@ -299,7 +300,9 @@ func TestSessionsFromToRLogs(t *testing.T) {
 	dir := t.TempDir()
 	paths := []string{filepath.Join(dir, "tor.log"), filepath.Join(dir, "tor2.log")}
 	base := time.Now().Truncate(time.Microsecond)
-	stamp := func(ms int) string { return base.Add(time.Duration(ms) * time.Millisecond).Format(frrTimeLayout) }
+	stamp := func(ms int) string {
+		return base.Add(time.Duration(ms) * time.Millisecond).Format(testenv.FRRTimeLayout)
+	}
 	for _, p := range paths {
 		// Written before the following begins: not read.
 		if err := os.WriteFile(p, []byte(stamp(-5000)+" BGP: [N9HHH-F8H1M] %ADJCHANGE: neighbor swp1(vm) in vrf default Down\n"), 0o644); err != nil {
@@ -347,11 +350,6 @@ func TestSessionsFromToRLogs(t *testing.T) {
 	}
 	if !h[1][1].At.Equal(base.Add(100*time.Millisecond)) || !h[1][2].At.Equal(base.Add(300*time.Millisecond)) {
 		t.Errorf("session down at %v and up at %v, want the log's times", h[1][1].At, h[1][2].At)
-	}
-	for _, line := range []string{"", "garbage", stamp(0) + " BGP: %ADJCHANGE: neighbor swp1(x) in vrf default Sideways"} {
-		if _, _, _, ok := parseAdjChange(line); ok {
-			t.Errorf("parsed %q", line)
-		}
 	}
 }
 

@@ -54,7 +54,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -243,27 +242,14 @@ func (r *runner) setUp(ctx context.Context) error {
 	}
 	r.logf("chaos: %v: fabric converged", r.cfg.Role)
 
-	for i, s := range r.servers {
+	for _, s := range r.servers {
 		mon, err := nlmon.Open(s.Namespace(), nlmon.Options{Watch: netip.MustParsePrefix("0.0.0.0/0")})
 		if err != nil {
 			return err
 		}
 		r.mons = append(r.mons, mon)
-		var want []netip.Prefix
-		for j, o := range r.servers {
-			if j != i {
-				want = append(want, o.Spec().Loopback, o.Spec().Block)
-			}
-		}
 		ups := s.Uplinks()
-		r.full = append(r.full, mon.Track(s.Name()+" full ECMP", func(f *nlmon.FIB) bool {
-			for _, p := range want {
-				if !slices.Equal(f.Devs(p), ups) {
-					return false
-				}
-			}
-			return true
-		}))
+		r.full = append(r.full, mon.Track(s.Name()+" full ECMP", nlmon.AllThrough(r.lab.PrefixesOfOthers(s), ups)))
 		var cs []*nlmon.Tracker
 		for _, up := range ups {
 			cs = append(cs, mon.Track(s.Name()+" "+up+" carrier", func(f *nlmon.FIB) bool { return f.Carrier(up) }))

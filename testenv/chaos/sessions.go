@@ -9,12 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fabricd/fabricd/testenv"
 	"github.com/fabricd/fabricd/testenv/nlmon"
 )
-
-// frrTimeLayout is FRR's log timestamp with `log timestamp precision 6`, in
-// local time.
-const frrTimeLayout = "2006/01/02 15:04:05.000000"
 
 // sessions follows the ToRs' BGP sessions with the servers from the ToRs' own
 // logs (their %ADJCHANGE lines, microsecond timestamps), read in process as
@@ -96,7 +93,7 @@ func (s *sessions) read() {
 		lines := strings.Split(text, "\n")
 		s.partial[t] = lines[len(lines)-1] // an unfinished line waits for its end
 		for _, line := range lines[:len(lines)-1] {
-			if at, port, up, ok := parseAdjChange(line); ok {
+			if at, port, up, ok := testenv.ParseADJChange(line); ok {
 				for i, p := range s.ports {
 					if p == port {
 						s.setLocked(t, i, up, at)
@@ -137,40 +134,6 @@ func (s *sessions) frozen(tor int, end time.Time) {
 		s.setLocked(tor, i, false, end)
 		s.pending[tor][i] = end
 	}
-}
-
-// parseAdjChange decodes `2026/12/01 21:59:24.866668 BGP: [...] %ADJCHANGE:
-// neighbor swp1(c1) in vrf default Down Waiting for NHT`.
-func parseAdjChange(line string) (at time.Time, port string, up, ok bool) {
-	i := strings.Index(line, "%ADJCHANGE: neighbor ")
-	if i < 0 || len(line) < len(frrTimeLayout) {
-		return time.Time{}, "", false, false
-	}
-	at, err := time.ParseInLocation(frrTimeLayout, line[:len(frrTimeLayout)], time.Local)
-	if err != nil {
-		return time.Time{}, "", false, false
-	}
-	rest := line[i+len("%ADJCHANGE: neighbor "):]
-	end := strings.IndexAny(rest, "( ")
-	if end <= 0 {
-		return time.Time{}, "", false, false
-	}
-	port = rest[:end]
-	j := strings.Index(rest, " in vrf ")
-	if j < 0 {
-		return time.Time{}, "", false, false
-	}
-	state := strings.Fields(rest[j+len(" in vrf "):])
-	if len(state) < 2 {
-		return time.Time{}, "", false, false
-	}
-	switch state[1] {
-	case "Up":
-		return at, port, true, true
-	case "Down":
-		return at, port, false, true
-	}
-	return time.Time{}, "", false, false
 }
 
 // setLocked records a session's change.

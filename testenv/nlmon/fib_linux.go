@@ -425,6 +425,20 @@ func (m *FIB) Devs(p netip.Prefix) []string {
 	return m.names(m.routeDevs(r))
 }
 
+// AllThrough returns a predicate for Track: every prefix in want forwards
+// through exactly devs (sorted, as Devs gives them), as an ECMP group when
+// there are several.
+func AllThrough(want []netip.Prefix, devs []string) func(*FIB) bool {
+	return func(f *FIB) bool {
+		for _, p := range want {
+			if !slices.Equal(f.Devs(p), devs) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 // Table returns every watched route that forwards through some interface, with
 // the interfaces' names (sorted). Blackholes are left out.
 func (m *FIB) Table() map[netip.Prefix][]string {

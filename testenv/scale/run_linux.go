@@ -377,27 +377,14 @@ func (r *labRun) prepare(ctx context.Context) error {
 			}
 		}
 	}
-	for i, srv := range r.servers {
+	for _, srv := range r.servers {
 		mon, err := nlmon.Open(srv.Namespace(), nlmon.Options{Watch: netip.MustParsePrefix("0.0.0.0/0")})
 		if err != nil {
 			return err
 		}
 		r.mons = append(r.mons, mon)
-		var want []netip.Prefix
-		for j, o := range r.servers {
-			if j != i {
-				want = append(want, o.Spec().Loopback, o.Spec().Block)
-			}
-		}
 		ups := srv.Uplinks()
-		r.full = append(r.full, mon.Track(srv.Name()+" full ECMP", func(f *nlmon.FIB) bool {
-			for _, p := range want {
-				if !slices.Equal(f.Devs(p), ups) {
-					return false
-				}
-			}
-			return true
-		}))
+		r.full = append(r.full, mon.Track(srv.Name()+" full ECMP", nlmon.AllThrough(r.lab.PrefixesOfOthers(srv), ups)))
 		var offs, carriers []*nlmon.Tracker
 		for _, up := range ups {
 			offs = append(offs, mon.Track(srv.Name()+" nothing via "+up, func(f *nlmon.FIB) bool { return f.Using(up) == 0 }))

@@ -6,12 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fabricd/fabricd/testenv"
 	"github.com/fabricd/fabricd/testenv/nlmon"
 )
-
-// frrTimeLayout is FRR's log timestamp with `log timestamp precision 6`, in
-// local time.
-const frrTimeLayout = "2006/01/02 15:04:05.000000"
 
 // fabricdUpAt returns the time of the first "fabricd is up" line of a fabricd
 // log (log/slog's text format, millisecond stamps) at or after since: a
@@ -33,42 +30,6 @@ func fabricdUpAt(log string, since time.Time) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
-}
-
-// parseAdjChange decodes FRR's session log line, `2026/12/01 21:59:24.866668
-// BGP: [H4B4J-DCW2R] %ADJCHANGE: neighbor swp1(c1) in vrf default Up` (or
-// `... Down Peer closed the session`): when, which neighbor, up or down.
-func parseAdjChange(line string) (at time.Time, port string, up, ok bool) {
-	const key = "%ADJCHANGE: neighbor "
-	i := strings.Index(line, key)
-	if i < 0 || len(line) < len(frrTimeLayout) {
-		return time.Time{}, "", false, false
-	}
-	at, err := time.ParseInLocation(frrTimeLayout, line[:len(frrTimeLayout)], time.Local)
-	if err != nil {
-		return time.Time{}, "", false, false
-	}
-	rest := line[i+len(key):]
-	end := strings.IndexAny(rest, "( ")
-	if end <= 0 {
-		return time.Time{}, "", false, false
-	}
-	port = rest[:end]
-	j := strings.Index(rest, " in vrf ")
-	if j < 0 {
-		return time.Time{}, "", false, false
-	}
-	state := strings.Fields(rest[j+len(" in vrf "):]) // VRF name, then Up or Down
-	if len(state) < 2 {
-		return time.Time{}, "", false, false
-	}
-	switch state[1] {
-	case "Up":
-		return at, port, true, true
-	case "Down":
-		return at, port, false, true
-	}
-	return time.Time{}, "", false, false
 }
 
 // torLog follows one ToR's BGP sessions with the servers from its FRR log, read
@@ -107,7 +68,7 @@ func (l *torLog) feed(text string) {
 	lines := strings.Split(l.partial+text, "\n")
 	l.partial = lines[len(lines)-1]
 	for _, line := range lines[:len(lines)-1] {
-		at, port, up, ok := parseAdjChange(line)
+		at, port, up, ok := testenv.ParseADJChange(line)
 		if !ok {
 			continue
 		}

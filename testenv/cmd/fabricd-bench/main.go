@@ -61,7 +61,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "fabricd-bench:", err)
 		return 2
 	}
-	rs, err := parseRoles(*roles)
+	rs, err := testenv.ParseRoles(*roles)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fabricd-bench:", err)
 		return 2
@@ -110,7 +110,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "fabricd-bench:", err)
 		return 1
 	}
-	md := res.Markdown(commandLine())
+	md := res.Markdown(testenv.CommandLine())
 	fmt.Print("\n" + md)
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
@@ -139,35 +139,4 @@ func parseSizes(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-func parseRoles(s string) ([]testenv.Role, error) {
-	var out []testenv.Role
-	for f := range strings.SplitSeq(s, ",") {
-		switch strings.TrimSpace(f) {
-		case "frr":
-			out = append(out, testenv.RoleFRR)
-		case "fabricd":
-			out = append(out, testenv.RoleFabricd)
-		case "":
-		default:
-			return nil, fmt.Errorf("--roles: unknown role %q (want frr or fabricd)", f)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("--roles: no role given")
-	}
-	return out, nil
-}
-
-// commandLine is how this run was invoked, for the report.
-func commandLine() string {
-	args := []string{"fabricd-bench"}
-	for _, a := range os.Args[1:] {
-		if strings.ContainsAny(a, " \t'\"") {
-			a = strconv.Quote(a)
-		}
-		args = append(args, a)
-	}
-	return strings.Join(args, " ")
 }

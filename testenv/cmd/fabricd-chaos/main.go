@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,21 +41,14 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	var rs []testenv.Role
-	for r := range strings.SplitSeq(*roles, ",") {
-		switch strings.TrimSpace(r) {
-		case "fabricd":
-			if *bin == "" {
-				fmt.Fprintln(os.Stderr, "fabricd-chaos: the fabricd role needs --fabricd PATH")
-				os.Exit(2)
-			}
-			rs = append(rs, testenv.RoleFabricd)
-		case "frr":
-			rs = append(rs, testenv.RoleFRR)
-		default:
-			fmt.Fprintf(os.Stderr, "fabricd-chaos: unknown role %q (want fabricd or frr)\n", r)
-			os.Exit(2)
-		}
+	rs, err := testenv.ParseRoles(*roles)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fabricd-chaos:", err)
+		os.Exit(2)
+	}
+	if slices.Contains(rs, testenv.RoleFabricd) && *bin == "" {
+		fmt.Fprintln(os.Stderr, "fabricd-chaos: the fabricd role needs --fabricd PATH")
+		os.Exit(2)
 	}
 
 	// Ctrl-C and SIGTERM cancel the run; the faults undo themselves and the lab

@@ -68,7 +68,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "fabricd-scale:", err)
 		return 2
 	}
-	rs, err := parseRoles(*roles)
+	rs, err := testenv.ParseRoles(*roles)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fabricd-scale:", err)
 		return 2
@@ -99,7 +99,7 @@ func run() int {
 		LogLevel:  *level,
 		ToRConfig: strings.ReplaceAll(*torConfig, `\n`, "\n"),
 		Dir:       *dir,
-		Command:   commandLine(),
+		Command:   testenv.CommandLine(),
 		Logf:      progress,
 	}
 	if *verbose {
@@ -153,35 +153,4 @@ func parseSizes(s string) ([]int, error) {
 		return nil, errors.New("--sizes: no size given")
 	}
 	return out, nil
-}
-
-func parseRoles(s string) ([]testenv.Role, error) {
-	var out []testenv.Role
-	for f := range strings.SplitSeq(s, ",") {
-		switch strings.TrimSpace(f) {
-		case "frr":
-			out = append(out, testenv.RoleFRR)
-		case "fabricd":
-			out = append(out, testenv.RoleFabricd)
-		case "":
-		default:
-			return nil, fmt.Errorf("--roles: unknown role %q (want fabricd or frr)", f)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("--roles: no role given")
-	}
-	return out, nil
-}
-
-// commandLine is how this run was invoked, for the report.
-func commandLine() string {
-	args := []string{"fabricd-scale"}
-	for _, a := range os.Args[1:] {
-		if strings.ContainsAny(a, " \t'\"") {
-			a = strconv.Quote(a)
-		}
-		args = append(args, a)
-	}
-	return strings.Join(args, " ")
 }
