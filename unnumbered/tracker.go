@@ -20,6 +20,13 @@ const (
 	// side of keeping a neighbor we just heard from.
 	assumedPeerInterval = 10 * time.Second
 
+	// minGap is the shortest gap between two RAs that says anything about
+	// the neighbor's period. Closer RAs answer our solicitations (two at
+	// start-up): taken as the period, they shrank the freshness window to
+	// its floor until the next unsolicited RA, and a second router heard
+	// then took the uplink from a ToR whose session was up.
+	minGap = 500 * time.Millisecond
+
 	// gapHistory is how many gaps between consecutive RAs we remember.
 	// The interval estimate is their maximum: solicited RAs (our RS, or
 	// FRR's first fast RAs after a change) shorten single gaps, and the
@@ -193,7 +200,7 @@ func (t *tracker) adopt(now time.Time, src netip.Addr, mac net.HardwareAddr, lif
 
 // heard records an RA from the current neighbor.
 func (t *tracker) heard(now time.Time, lifetime time.Duration) {
-	if gap := now.Sub(t.cur.LastRA); gap > 0 {
+	if gap := now.Sub(t.cur.LastRA); gap >= minGap {
 		t.gaps[t.ngap%gapHistory] = gap
 		t.ngap++
 	}

@@ -127,6 +127,18 @@ func TestTracker(t *testing.T) {
 			},
 		},
 		{
+			// At start-up the ToR answers our two solicitations at once:
+			// that is not its period, and its place holds as for an
+			// unknown interval (10 s assumed, fresh for 15 s).
+			name: "answers to our solicitations say nothing of the period",
+			steps: []trStep{
+				ra(0, tor1, mac1, lt, raUp, tor1, mac1),
+				ra(5*time.Millisecond, tor1, mac1, lt, raRefresh, tor1, mac1),
+				ra(4*s, tor2, mac2, lt, raSecondRouter, tor1, mac1),
+				ra(16*s, tor2, mac2, lt, raUp, tor2, mac2),
+			},
+		},
+		{
 			name: "replacement starts a new interval estimate",
 			steps: []trStep{
 				ra(0, tor1, mac1, lt, raUp, tor1, mac1),
